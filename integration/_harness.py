@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INTEGRATION_DIR = REPO_ROOT / "integration"
@@ -117,6 +119,18 @@ def skip(reason: str) -> None:
 def expect_eq(actual: object, expected: object, what: str) -> None:
     if actual != expected:
         raise CaseFailure(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def eventually(probe: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
+    """Retry `probe` until it stops raising CaseFailure; re-raise the last failure at timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return probe()
+        except CaseFailure:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -636,6 +650,78 @@ class RunResult:
     stdout: str
     stderr: str
     seconds: float
+    leftover: list[str] = field(default_factory=list)  # processes of its group still alive
+
+
+def run_command(
+    cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> RunResult:
+    """Run to completion in its own process group (killed whole on timeout)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise CaseFailure(
+            f"`{' '.join(cmd)}` did not exit within {timeout:.0f}s; output: "
+            f"{out[-800:]!r} {err[-800:]!r}"
+        ) from None
+    finally:
+        leftover = [cmdline for _pid, cmdline in group_members(proc.pid)]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing of it may outlive it
+    return RunResult(
+        proc.returncode,
+        out.decode("utf-8", "replace"),
+        err.decode("utf-8", "replace"),
+        time.monotonic() - started,
+        leftover,
+    )
+
+
+def group_members(pgid: int) -> list[tuple[int, str]]:
+    """Live processes of process group `pgid` (Linux /proc)."""
+    found: list[tuple[int, str]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append((int(entry.name), raw.replace(b"\0", b" ").decode("utf-8", "replace")))
+    return found
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """Live processes whose command line contains `text` (Linux /proc)."""
+    found: list[tuple[int, str]] = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        cmdline = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        if text in cmdline:
+            found.append((int(entry.name), cmdline))
+    return found
 
 
 class Node:
@@ -672,14 +758,16 @@ class Node:
 
     # process --------------------------------------------------------------
 
-    def command(self, *extra: str) -> list[str]:
+    def command(
+        self, *extra: str, config: Path | None = None, node_id: str | None = None
+    ) -> list[str]:
         return [
             str(self.cluster.case.binary),
             "server",
             "--config",
-            str(self.config_path),
+            str(config or self.config_path),
             "--current-node",
-            self.node_id,
+            node_id or self.node_id,
             *extra,
         ]
 
@@ -777,34 +865,24 @@ class Node:
         self.stop()
         self.start(*extra, wait=wait)
 
-    def run(self, *extra: str, timeout: float = 60.0) -> RunResult:
+    def run(
+        self,
+        *extra: str,
+        timeout: float = 60.0,
+        config: Path | None = None,
+        node_id: str | None = None,
+    ) -> RunResult:
         """Run the server command to completion (e.g. `--init`), capturing its output."""
-        cmd = self.command(*extra)
+        cmd = self.command(*extra, config=config, node_id=node_id)
+        result = run_command(cmd, cwd=self.cluster.dir, env=self.env(), timeout=timeout)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        try:
-            proc = subprocess.run(
-                cmd,
-                cwd=self.cluster.dir,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                env=self.env(),
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise CaseFailure(
-                f"`{' '.join(cmd)}` did not exit within {timeout:.0f}s; output so far: "
-                f"{(exc.stdout or b'')[-800:]!r} {(exc.stderr or b'')[-800:]!r}"
-            ) from None
-        seconds = time.monotonic() - started
-        out = proc.stdout.decode("utf-8", "replace")
-        err = proc.stderr.decode("utf-8", "replace")
         with self.log_path.open("a", encoding="utf-8") as log:
-            log.write(f"\n===== run: {' '.join(cmd)} -> {proc.returncode} in {seconds:.2f}s\n")
-            log.write(out)
-            log.write(err)
-        return RunResult(proc.returncode, out, err, seconds)
+            log.write(
+                f"\n===== run: {' '.join(cmd)} -> {result.returncode} in {result.seconds:.2f}s\n"
+            )
+            log.write(result.stdout)
+            log.write(result.stderr)
+        return result
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -1048,10 +1126,24 @@ class Case:
         self.clusters: list[Cluster] = []
         self.namespaces: list[str] = []
         self.notes: list[str] = []
+        self.failures: list[str] = []
 
     def note(self, message: str) -> None:
         self.notes.append(message)
         print(f"[{self.name}] note: {message}", flush=True)
+
+    def expect(self, condition: bool, message: str) -> None:
+        """A soft check: recorded, the case goes on, and fails at the end."""
+        if not condition:
+            self.failures.append(message)
+            print(f"[{self.name}] CHECK FAILED: {message}", flush=True)
+
+    def soft(self, label: str, block: Callable[[], None]) -> None:
+        """Run an independent group of checks; its failure is recorded and the case goes on."""
+        try:
+            block()
+        except CaseFailure as exc:
+            self.expect(False, f"{label}: {exc}")
 
     def step(self, message: str) -> None:
         print(f"[{self.name}] {message}", flush=True)
@@ -1149,6 +1241,9 @@ def run_case(
     outcome = EXIT_FAIL
     try:
         main(case)
+        if case.failures:
+            count = len(case.failures)
+            raise CaseFailure(f"{count} check(s) failed:\n  - " + "\n  - ".join(case.failures))
         outcome = EXIT_PASS
     except CaseSkipped as exc:
         print(f"SKIP {name}: {exc}", flush=True)
