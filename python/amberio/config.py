@@ -242,6 +242,28 @@ class Config(_Section, dict=True):
         _validate_initial_cluster(self.source, parsed)
         return parsed
 
+    def raw_node_disks(self, node_id: str) -> list[str] | None:
+        """Disk paths of `node_id` as written in `initial_cluster`, read leniently.
+
+        None when they cannot be found; entries that are not `{path: str}` are skipped.
+        Used to find things on the node's disks without validating the whole section.
+        """
+        raw = self.initial_cluster
+        nodes = raw.get("nodes") if isinstance(raw, Mapping) else None
+        if not isinstance(nodes, list):
+            return None
+        for entry in nodes:
+            if isinstance(entry, Mapping) and entry.get("node_id") == node_id:
+                disks = entry.get("disks")
+                if not isinstance(disks, list):
+                    return None
+                return [
+                    d["path"]
+                    for d in disks
+                    if isinstance(d, Mapping) and isinstance(d.get("path"), str) and d["path"]
+                ]
+        return None
+
     def local_registry_disk(self, node_id: str) -> str:
         """First disk path of `node_id` in `initial_cluster`, read leniently.
 

@@ -1,0 +1,3 @@
+"""Cluster membership: registry, bootstrap state, placement and liveness (contract §3, §4)."""
+
+from __future__ import annotations
