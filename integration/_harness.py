@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -486,6 +487,29 @@ def http_request(
         return Response(resp.status, resp.reason, hdrs, data, incomplete)
     finally:
         conn.close()
+
+
+def hang_up_mid_body(
+    host: str,
+    port: int,
+    target: str,
+    content_length: int,
+    sent: bytes,
+    *,
+    reset: bool = False,
+    pause: float = 0.2,
+) -> None:
+    """Send a request promising `content_length` body bytes, send only `sent`, then hang up
+    (FIN, or RST with `reset=True`)."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        head = (
+            f"PUT {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {content_length}\r\n\r\n"
+        ).encode()
+        sock.sendall(head + sent)
+        time.sleep(pause)  # let the server start consuming the body
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def quote_path(path: str) -> str:
@@ -1138,7 +1162,7 @@ class Case:
             self.failures.append(message)
             print(f"[{self.name}] CHECK FAILED: {message}", flush=True)
 
-    def soft(self, label: str, block: Callable[[], None]) -> None:
+    def soft(self, label: str, block: Callable[[], object]) -> None:
         """Run an independent group of checks; its failure is recorded and the case goes on."""
         try:
             block()
