@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine (contract §15). Run as root (or with sudo) so it
+# can install what is missing. Steps:
+#   1. install what is missing: redis-server (apt), uv (pip), curl (apt)
+#   2. uv sync (builds the Rust extension through maturin)
+#   3. a private redis-server on a free 127.0.0.1 port, stopped on exit
+#   4. cargo test, cargo clippy -D warnings, ruff, mypy --strict, pytest
+#   5. the integration suite (integration/run_all.py) against that Redis
+#   6. the wheel: maturin build --release, pip install into a fresh venv with no Rust on PATH,
+#      `amberio serve` from it, /health and a PUT/GET round trip with curl
+# Every section runs even when an earlier check failed (set-up failures abort); exit 1 if any
+# failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+unset VIRTUAL_ENV UV_PROJECT_ENVIRONMENT || true
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+export DEBIAN_FRONTEND=noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/amberio-test.XXXXXX")"
+REDIS_PID=""
+SERVER_PID=""
+FAILED=()
+PASSED=()
+T_START=$SECONDS
+
+cleanup() {
+    local status=$?
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$REDIS_PID" ]] && kill -0 "$REDIS_PID" 2>/dev/null; then
+        kill -TERM "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+section() {
+    printf '\n========== %s  (t=%ds) ==========\n' "$1" "$((SECONDS - T_START))"
+}
+
+die() {
+    printf '\ntest.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+# run_check NAME CMD...: run a check, remember whether it passed, go on either way
+run_check() {
+    local name="$1"
+    shift
+    section "$name"
+    local t0=$SECONDS
+    if "$@"; then
+        PASSED+=("$name")
+        printf -- '---------- %s: ok (%ds)\n' "$name" "$((SECONDS - t0))"
+    else
+        local rc=$?
+        FAILED+=("$name")
+        printf -- '---------- %s: FAILED with status %d (%ds)\n' "$name" "$rc" "$((SECONDS - t0))"
+    fi
+}
+
+as_root() {
+    if [[ "$(id -u)" == 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || die "cannot install $* (no apt-get): install it by hand"
+    if [[ "$APT_UPDATED" == 0 ]]; then
+        as_root apt-get update
+        APT_UPDATED=1
+    fi
+    as_root apt-get install -y "$@"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# ---------------------------------------------------------------------------------------------
+section "install what is missing"
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv python3-pip
+if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server
+fi
+if ! command -v curl >/dev/null 2>&1; then
+    apt_install curl
+fi
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt_install python3-venv
+fi
+if ! command -v uv >/dev/null 2>&1; then
+    python3 -m pip install uv || python3 -m pip install --break-system-packages uv
+    hash -r
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+fi
+if command -v uv >/dev/null 2>&1; then
+    UV=(uv)
+else
+    UV=(python3 -m uv)
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo is missing: this machine needs a Rust toolchain"
+echo "python3: $(python3 --version 2>&1)"
+echo "uv:      $("${UV[@]}" --version)"
+echo "cargo:   $(cargo --version)"
+echo "redis:   $(redis-server --version)"
+
+# ---------------------------------------------------------------------------------------------
+section "uv sync (Python deps + the Rust extension)"
+"${UV[@]}" sync || die "uv sync failed"
+[[ -x "$ROOT/.venv/bin/amberio" ]] || die "uv sync did not install $ROOT/.venv/bin/amberio"
+
+# ---------------------------------------------------------------------------------------------
+section "private redis-server"
+REDIS_PORT="$(free_port)"
+mkdir -p "$WORK/redis"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --dir "$WORK/redis" --logfile "$WORK/redis/redis.log" &
+REDIS_PID=$!
+redis_ping() {
+    if command -v redis-cli >/dev/null 2>&1; then
+        [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == "PONG" ]]
+    else
+        python3 - "$REDIS_PORT" <<'EOF'
+import socket, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1) as s:
+    s.sendall(b"PING\r\n")
+    sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)
+EOF
+    fi
+}
+for _ in $(seq 1 100); do
+    redis_ping && break
+    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited: $(tail -n 20 "$WORK/redis/redis.log")"
+    sleep 0.1
+done
+redis_ping || die "redis-server on 127.0.0.1:$REDIS_PORT does not answer PING"
+export AMBERIO_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+echo "redis-server pid $REDIS_PID on $AMBERIO_REDIS_URL"
+
+# ---------------------------------------------------------------------------------------------
+run_check "cargo test" cargo test --workspace
+run_check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+run_check "ruff" "${UV[@]}" run ruff check
+run_check "mypy (strict)" "${UV[@]}" run mypy
+
+pytest_check() {
+    local rc=0
+    "${UV[@]}" run pytest -q || rc=$?
+    if [[ "$rc" == 5 ]]; then
+        echo "pytest collected no tests (status 5)"
+        return 0
+    fi
+    return "$rc"
+}
+run_check "pytest" pytest_check
+
+run_check "integration suite" "${UV[@]}" run --project integration \
+    integration/run_all.py --binary "$ROOT/.venv/bin/amberio"
+
+# ---------------------------------------------------------------------------------------------
+wheel_check() {
+    local wheels="$WORK/wheels" venv="$WORK/wheel-venv" data="$WORK/wheel-data"
+    "${UV[@]}" run maturin build --release --out "$wheels" || return 1
+    local wheel
+    wheel="$(ls "$wheels"/amberio-*.whl 2>/dev/null | head -n 1)"
+    [[ -n "$wheel" ]] || { echo "no wheel in $wheels"; return 1; }
+    echo "wheel: $(basename "$wheel")"
+    case "$(basename "$wheel")" in
+        *-abi3-*manylinux*) ;;
+        *) echo "the wheel is not an abi3 manylinux wheel"; return 1 ;;
+    esac
+
+    # PATH without cargo, rustc or rustup: the wheel must install and run without Rust
+    local clean_path="" dir
+    local -a path_dirs
+    IFS=":" read -r -a path_dirs <<<"$PATH"
+    for dir in "${path_dirs[@]}"; do
+        [[ -z "$dir" || -x "$dir/cargo" || -x "$dir/rustc" || -x "$dir/rustup" ]] && continue
+        clean_path="${clean_path:+$clean_path:}$dir"
+    done
+    if env PATH="$clean_path" sh -c 'command -v cargo || command -v rustc'; then
+        echo "could not strip Rust from PATH"
+        return 1
+    fi
+    local -a norust=(env PATH="$clean_path" CARGO_HOME=/nonexistent RUSTUP_HOME=/nonexistent)
+
+    python3 -m venv "$venv" || return 1
+    "${norust[@]}" "$venv/bin/pip" install -q --only-binary :all: "$wheel" || return 1
+    "${norust[@]}" "$venv/bin/python" -c 'import amberio._core' || return 1
+
+    local port
+    port="$(free_port)"
+    mkdir -p "$data"
+    (cd "$WORK" && exec "${norust[@]}" "$venv/bin/amberio" serve --data-dir "$data" \
+        --bind "127.0.0.1:$port" >"$WORK/wheel-server.log" 2>&1) &
+    SERVER_PID=$!
+    local base="http://127.0.0.1:$port" up=0
+    for _ in $(seq 1 150); do
+        if curl -fsS "$base/health" >/dev/null 2>&1; then
+            up=1
+            break
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ "$up" != 1 ]]; then
+        echo "the wheel's amberio serve did not answer /health; its log:"
+        tail -n 40 "$WORK/wheel-server.log"
+        return 1
+    fi
+    curl -fsS "$base/health"
+    echo
+    head -c 300000 /dev/urandom >"$WORK/blob.bin"
+    local code
+    code="$(curl -sS -o "$WORK/put.json" -w '%{http_code}' -T "$WORK/blob.bin" \
+        "$base/_/api/v1/blobs/wheel-check/blob.bin")"
+    echo "PUT -> $code $(cat "$WORK/put.json")"
+    [[ "$code" == 201 ]] || return 1
+    curl -fsS -o "$WORK/got.bin" "$base/_/api/v1/blobs/wheel-check/blob.bin" || return 1
+    cmp "$WORK/blob.bin" "$WORK/got.bin" || return 1
+    curl -fsS -r 1000-1999 -o "$WORK/range.bin" "$base/_/api/v1/blobs/wheel-check/blob.bin" ||
+        return 1
+    cmp <(tail -c +1001 "$WORK/blob.bin" | head -c 1000) "$WORK/range.bin" || return 1
+    echo "GET and Range GET return the bytes that were PUT"
+
+    kill -TERM "$SERVER_PID"
+    local rc=0
+    wait "$SERVER_PID" || rc=$?
+    SERVER_PID=""
+    echo "amberio serve exited with status $rc after SIGTERM"
+    [[ "$rc" == 0 ]] || { tail -n 20 "$WORK/wheel-server.log"; return 1; }
+}
+run_check "wheel: build, install without Rust, serve" wheel_check
+
+# ---------------------------------------------------------------------------------------------
+section "summary"
+echo "ok:     ${PASSED[*]:-none}"
+if ((${#FAILED[@]})); then
+    echo "FAILED: ${FAILED[*]}"
+    echo "test.sh: ${#FAILED[@]} of $((${#PASSED[@]} + ${#FAILED[@]})) sections failed ($((SECONDS - T_START))s)"
+    exit 1
+fi
+echo "test.sh: all ${#PASSED[@]} sections ok ($((SECONDS - T_START))s)"
