@@ -243,6 +243,8 @@ def test_identity_mismatch_refused(tmp_path: Path, redis_url: str, namespace: st
     data2["initial_cluster"]["nodes"][1]["disks"] = [{"path": str(tmp_path / "node-1" / "d0")}]
     with pytest.raises(ConfigError, match=r"belongs to namespace .*" + namespace):
         run(boot(make_config(data2), "node-2", init_only=True))
+    # ... and refused before anything was published in the other namespace
+    assert redis.Redis.from_url(redis_url).get(f"amberio:{ns2}:bootstrap") is None
 
     # same namespace, but the registry was reset and node-2 (fresh disks) founded a new
     # cluster in the meantime: node-1's disks belong to the old one

@@ -248,6 +248,13 @@ async def _load_or_publish(
                     f"single node, but {len(cluster.nodes)} are listed (use backend redis)"
                 )
             candidate = build_state(config, cluster)
+            candidate_node = candidate.node(node_id)
+            assert candidate_node is not None
+            # Refuse before publishing when a disk already belongs elsewhere, so that a
+            # mistake does not leave a stray bootstrap state behind in the registry.
+            await asyncio.to_thread(
+                ensure_disk_identities, candidate, candidate_node, create=False, check_cluster=False
+            )
             state = await registry.publish_bootstrap(candidate)
             published = state.cluster_id == candidate.cluster_id
             if published:
@@ -286,10 +293,14 @@ async def _load_or_publish(
     return state, published
 
 
-def ensure_disk_identities(state: BootstrapState, node: NodeSpec) -> list[str]:
+def ensure_disk_identities(
+    state: BootstrapState, node: NodeSpec, *, create: bool = True, check_cluster: bool = True
+) -> list[str]:
     """Check each disk's identity file; create missing ones. Returns the disks initialized.
 
     A disk that belongs to another node, namespace or cluster is refused (ConfigError).
+    With `create=False` (a dry run before publishing a new state) nothing is written, and
+    `check_cluster=False` skips the cluster id (a candidate's id is new by definition).
     """
     created: list[str] = []
     for index, disk in enumerate(node.disks):
@@ -310,6 +321,8 @@ def ensure_disk_identities(state: BootstrapState, node: NodeSpec) -> list[str]:
         except OSError as exc:
             raise ConfigError(f"disk {disk}: cannot read {path}: {exc.strerror}") from None
         if data is None:
+            if not create:
+                continue
             try:
                 atomic_write(path, msgspec.json.encode(expected))
             except OSError as exc:
@@ -323,7 +336,7 @@ def ensure_disk_identities(state: BootstrapState, node: NodeSpec) -> list[str]:
             found = msgspec.json.decode(data, type=DiskIdentity)
         except msgspec.DecodeError as exc:
             raise ConfigError(f"disk {disk}: invalid identity file {path}: {exc}") from None
-        _check_identity(disk, path, found, expected)
+        _check_identity(disk, path, found, expected, check_cluster=check_cluster)
     return created
 
 
@@ -380,14 +393,16 @@ def _find_saved_state(
     return None, initialized
 
 
-def _check_identity(disk: str, path: Path, found: DiskIdentity, expected: DiskIdentity) -> None:
+def _check_identity(
+    disk: str, path: Path, found: DiskIdentity, expected: DiskIdentity, *, check_cluster: bool
+) -> None:
     hint = f"(identity file {path}; use another disk or move its data away)"
     if found.namespace != expected.namespace:
         raise ConfigError(
             f"disk {disk} belongs to namespace {found.namespace!r}, not "
             f"{expected.namespace!r} {hint}"
         )
-    if found.cluster_id != expected.cluster_id:
+    if check_cluster and found.cluster_id != expected.cluster_id:
         raise ConfigError(
             f"disk {disk} belongs to cluster {found.cluster_id} of namespace "
             f"{found.namespace!r}, but the registry holds cluster {expected.cluster_id} "

@@ -6,20 +6,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 from amberio.cluster.state import BootstrapState
-
-
-def _slot_for_path(path: str, total_slots: int) -> int:
-    # The §4 formula. TODO(core): use amberio.core.slot_for_path once the extension ships it.
-    digest = hashlib.sha256(path.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % total_slots
+from amberio.core import slot_for_path as _slot_for_path
 
 
 def slot_for_path(path: str, total_slots: int) -> int:
-    """The slot of a blob path (an opaque string below the HTTP layers)."""
+    """The slot of a blob path (an opaque string below the HTTP layers).
+
+    The §4 formula lives in the Rust core (`amberio.core.slot_for_path`); this is the one
+    entry point the Python side uses.
+    """
     if total_slots < 1:
         raise ValueError(f"total_slots must be >= 1, got {total_slots}")
     return _slot_for_path(path, total_slots)
