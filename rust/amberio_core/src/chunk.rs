@@ -42,8 +42,8 @@ impl PartCutter {
         }
     }
 
-    /// Advance over at most `max` bytes of `data`; returns the length of the piece taken and
-    /// whether it completes its part. The caller loops; `cut` wraps this as an iterator.
+    /// Advance over the next piece of input when `available` bytes are at hand: returns the
+    /// piece's length (up to the part boundary) and whether it completes its part.
     pub fn take(&mut self, available: usize) -> (usize, bool) {
         let room = self.part_size - self.filled;
         let n = (available as u64).min(room) as usize;
@@ -79,6 +79,9 @@ impl<'a> Iterator for Pieces<'a> {
     }
 }
 
+/// Largest buffer reserved before it is known to be needed.
+const MAX_INITIAL_RESERVE: usize = 16 << 20;
+
 /// Bytes fed by the caller and not yet written. Feeding only copies.
 #[derive(Debug)]
 pub struct FeedBuffer {
@@ -99,9 +102,10 @@ impl FeedBuffer {
     /// Copy `data` in; true once at least `flush_bytes` are buffered.
     pub fn feed(&mut self, data: &[u8]) -> bool {
         if self.buf.capacity() == 0 && !data.is_empty() {
-            // One allocation sized for the usual pattern: flush_bytes plus one incoming chunk.
-            self.buf
-                .reserve_exact(self.flush_bytes.max(data.len()) + data.len());
+            // One allocation sized for the usual pattern: flush_bytes plus one incoming chunk
+            // (capped, so a huge flush_bytes does not allocate up front; Vec grows past it).
+            let expect = self.flush_bytes.min(MAX_INITIAL_RESERVE);
+            self.buf.reserve_exact(expect.max(data.len()) + data.len());
         }
         self.buf.extend_from_slice(data);
         self.needs_flush()
@@ -253,5 +257,9 @@ mod tests {
         assert_eq!(b.capacity(), cap);
         b.release();
         assert_eq!(b.capacity(), 0);
+        // A huge flush_bytes does not reserve memory up front.
+        let mut big = FeedBuffer::new(1 << 40);
+        assert!(!big.feed(&[0; 10]));
+        assert!(big.capacity() <= MAX_INITIAL_RESERVE + 10);
     }
 }

@@ -14,6 +14,9 @@ use crate::chunk::{FeedBuffer, PartCutter};
 use crate::errors::{CoreError, CoreResult};
 use crate::hash::{to_hex, BlockCrcs};
 
+/// Flushes of at least this many bytes compute their MD5 on a helper thread.
+const PARALLEL_MD5_MIN: usize = 256 * 1024;
+
 /// Hash-and-write granularity: bytes are hashed and written in pieces of at most this size.
 pub const IO_SIZE: usize = 1 << 20;
 
@@ -215,9 +218,42 @@ impl PartWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        // Move the buffer out so its bytes can be borrowed while `self` is mutated.
+        // Move the buffer (and the MD5 state) out so they can be borrowed while `self` is
+        // mutated.
         let mut buffer = std::mem::replace(&mut self.buffer, FeedBuffer::new(1));
-        let r = self.write_bytes(buffer.as_slice());
+        let mut md5 = std::mem::take(&mut self.md5);
+        let bytes = buffer.as_slice();
+        let r = if bytes.len() >= PARALLEL_MD5_MIN {
+            // MD5 is the slowest hash: run it beside the SHA-256s, CRCs and writes.
+            std::thread::scope(|scope| {
+                let mut lane = md5.clone();
+                let helper = std::thread::Builder::new()
+                    .name("amberio-md5".into())
+                    .spawn_scoped(scope, move || {
+                        lane.update(bytes);
+                        lane
+                    });
+                match helper {
+                    Ok(helper) => {
+                        let r = self.write_bytes(bytes);
+                        match helper.join() {
+                            Ok(done) => md5 = done,
+                            Err(panic) => std::panic::resume_unwind(panic),
+                        }
+                        r
+                    }
+                    Err(_) => {
+                        // No thread to be had: do it inline.
+                        md5.update(bytes);
+                        self.write_bytes(bytes)
+                    }
+                }
+            })
+        } else {
+            md5.update(bytes);
+            self.write_bytes(bytes)
+        };
+        self.md5 = md5;
         buffer.clear();
         self.buffer = buffer;
         r
@@ -243,7 +279,6 @@ impl PartWriter {
         }
         let part = self.current.as_mut().expect("part opened above");
         for window in piece.chunks(IO_SIZE) {
-            self.md5.update(window);
             part.sha.update(window);
             if let Some(obj) = self.obj_sha.as_mut() {
                 obj.update(window);
