@@ -104,15 +104,24 @@ def test_embedded_init_and_restart(tmp_path: Path) -> None:
     assert again2.placement.replicas(5) == ["node-1"]
 
 
-def test_relative_disks_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    runtime: Runtime = run(boot(embedded_config("rel-data"), None, init_only=True))
-    assert runtime.node.disks == [str(tmp_path / "rel-data")]
-    monkeypatch.chdir("/")
-    # later starts from elsewhere find the same disk through the registry file... which is
-    # located via the (relative) config path, so they must use the same working dir:
-    monkeypatch.chdir(tmp_path)
-    assert run(boot(embedded_config("rel-data"), None)).state == runtime.state
+def test_relative_disks_made_absolute(
+    tmp_path: Path, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = cluster_data(Path("rel"), redis_url, namespace)  # relative disk paths
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    first: Runtime = run(boot(make_config(data), "node-1", init_only=True))
+    assert first.node.disks == [
+        str(tmp_path / "a/rel/node-1/d0"),
+        str(tmp_path / "a/rel/node-1/d1"),
+    ]
+    # a later start from another working dir uses the disks the state names
+    monkeypatch.chdir(tmp_path / "b")
+    again: Runtime = run(boot(make_config(data), "node-1"))
+    assert again.node.disks == first.node.disks
+    assert not again.fresh_init
+    assert not (tmp_path / "b" / "rel").exists()
 
 
 def test_multi_node_init_with_redis(tmp_path: Path, redis_url: str, namespace: str) -> None:
