@@ -118,6 +118,42 @@ impl BlockCrcs {
     }
 }
 
+/// Inputs at least this large get their MD5 computed on a helper thread (MD5 is the slowest
+/// of the hashes and cannot be split, so it runs beside the rest of the work).
+pub const PARALLEL_MD5_MIN: usize = 256 * 1024;
+
+/// Feed `data` to `md5` and run `other` at the same time: on a scoped helper thread when
+/// `data` is large (inline when it is small, or when no thread can be started).
+pub fn md5_beside<R>(md5: &mut Md5, data: &[u8], other: impl FnOnce() -> R) -> R {
+    if data.len() < PARALLEL_MD5_MIN {
+        md5.update(data);
+        return other();
+    }
+    std::thread::scope(|scope| {
+        let mut lane = md5.clone();
+        let helper = std::thread::Builder::new()
+            .name("amberio-md5".into())
+            .spawn_scoped(scope, move || {
+                lane.update(data);
+                lane
+            });
+        match helper {
+            Ok(helper) => {
+                let r = other();
+                match helper.join() {
+                    Ok(done) => *md5 = done,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+                r
+            }
+            Err(_) => {
+                md5.update(data);
+                other()
+            }
+        }
+    })
+}
+
 /// Streaming SHA-256 + MD5 over a body.
 #[derive(Clone, Default)]
 pub struct ObjectHasher {
@@ -132,8 +168,8 @@ impl ObjectHasher {
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        self.sha.update(data);
-        self.md5.update(data);
+        let sha = &mut self.sha;
+        md5_beside(&mut self.md5, data, || sha.update(data));
         self.size += data.len() as u64;
     }
 
@@ -181,6 +217,23 @@ mod tests {
         h.update(b"bc");
         assert_eq!(h.size(), 3);
         assert_eq!(h.finish(), (ABC_SHA.into(), ABC_MD5.into()));
+    }
+
+    #[test]
+    fn object_hasher_large_updates_use_the_md5_lane() {
+        let data: Vec<u8> = (0..(3 * PARALLEL_MD5_MIN + 5))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let mut one = ObjectHasher::new();
+        one.update(&data[..10]);
+        one.update(&data[10..]);
+        let mut small = ObjectHasher::new();
+        for piece in data.chunks(1000) {
+            small.update(piece);
+        }
+        let want = (to_hex(&Sha256::digest(&data)), to_hex(&Md5::digest(&data)));
+        assert_eq!(one.finish(), want);
+        assert_eq!(small.finish(), want);
     }
 
     #[test]

@@ -12,10 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chunk::{FeedBuffer, PartCutter};
 use crate::errors::{CoreError, CoreResult};
-use crate::hash::{to_hex, BlockCrcs};
-
-/// Flushes of at least this many bytes compute their MD5 on a helper thread.
-const PARALLEL_MD5_MIN: usize = 256 * 1024;
+use crate::hash::{md5_beside, to_hex, BlockCrcs};
 
 /// Hash-and-write granularity: bytes are hashed and written in pieces of at most this size.
 pub const IO_SIZE: usize = 1 << 20;
@@ -125,6 +122,26 @@ fn create_dir_chain(dir: &Path, created: &mut Vec<PathBuf>) -> CoreResult<()> {
     Ok(())
 }
 
+/// Ask the kernel to start writing these bytes to disk now (asynchronously), so the fsync
+/// that seals the part has little left to wait for. Purely a hint: errors are ignored (the
+/// fsync reports real ones).
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a file descriptor we own; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: usize) {}
+
 /// fsync a directory so the entries created or renamed in it survive power loss.
 pub fn fsync_dir(dir: &Path) -> CoreResult<()> {
     let f = File::open(dir).map_err(io_err("open directory", dir))?;
@@ -223,36 +240,8 @@ impl PartWriter {
         let mut buffer = std::mem::replace(&mut self.buffer, FeedBuffer::new(1));
         let mut md5 = std::mem::take(&mut self.md5);
         let bytes = buffer.as_slice();
-        let r = if bytes.len() >= PARALLEL_MD5_MIN {
-            // MD5 is the slowest hash: run it beside the SHA-256s, CRCs and writes.
-            std::thread::scope(|scope| {
-                let mut lane = md5.clone();
-                let helper = std::thread::Builder::new()
-                    .name("amberio-md5".into())
-                    .spawn_scoped(scope, move || {
-                        lane.update(bytes);
-                        lane
-                    });
-                match helper {
-                    Ok(helper) => {
-                        let r = self.write_bytes(bytes);
-                        match helper.join() {
-                            Ok(done) => md5 = done,
-                            Err(panic) => std::panic::resume_unwind(panic),
-                        }
-                        r
-                    }
-                    Err(_) => {
-                        // No thread to be had: do it inline.
-                        md5.update(bytes);
-                        self.write_bytes(bytes)
-                    }
-                }
-            })
-        } else {
-            md5.update(bytes);
-            self.write_bytes(bytes)
-        };
+        // MD5 is the slowest hash: it runs beside the SHA-256s, CRCs and writes.
+        let r = md5_beside(&mut md5, bytes, || self.write_bytes(bytes));
         self.md5 = md5;
         buffer.clear();
         self.buffer = buffer;
@@ -287,6 +276,7 @@ impl PartWriter {
             part.file
                 .write_all(window)
                 .map_err(io_err("write", &part.tmp_path))?;
+            start_writeback(&part.file, part.size, window.len());
             part.size += window.len() as u64;
         }
         Ok(())
