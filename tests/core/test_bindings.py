@@ -507,6 +507,36 @@ def test_flush_releases_the_gil(tmp_path: Path) -> None:
     assert max_gap < max(0.5 * elapsed, 0.05), (max_gap, elapsed)
 
 
+def test_concurrent_use_of_one_object_is_refused(tmp_path: Path) -> None:
+    """Two threads on one writer at once: RuntimeError for the second, never a deadlock."""
+    data = pattern(MiB)
+    w = PartWriter(str(tmp_path / "f"), str(tmp_path / "t"), 512 * MiB, flush_bytes=1 << 40)
+    for _ in range(128):
+        w.feed(data)
+    started = threading.Event()
+
+    def work() -> None:
+        started.set()
+        w.flush()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fut = pool.submit(work)
+        started.wait()
+        time.sleep(0.1)
+        busy = not fut.done()
+        try:
+            w.feed(b"x")
+            refused = False
+        except RuntimeError as e:
+            refused = True
+            assert "another thread" in str(e)
+        fut.result()
+    if busy:
+        assert refused
+    w.feed(b"y")
+    w.abort()
+
+
 # --- memory: a 256 MiB stream stays bounded -------------------------------------------------
 
 _BIG_STREAM = textwrap.dedent(
