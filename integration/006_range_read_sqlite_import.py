@@ -209,10 +209,12 @@ def touch(cluster: Cluster, path: str) -> tuple[int, list[Importer]]:
         )
         conn = node.open_slot_db(slot)
         try:
-            n = conn.execute("SELECT count(*) FROM file_entries").fetchone()[0]
+            n = conn.execute(
+                "SELECT count(*) FROM file_entries WHERE blob_path = ?", (path,)
+            ).fetchone()[0]
         finally:
             conn.close()
-        check(n == 0, f"{node.node_id}: slot {slot} has {n} rows before the import")
+        check(n == 0, f"{node.node_id}: slot {slot} has {n} rows for {path!r} before the import")
         importers.append(Importer(cluster.case, node, slot))
     return slot, importers
 
