@@ -1,0 +1,1 @@
+"""HTTP on granian (RSGI): routing, the native and internal APIs, the server process."""

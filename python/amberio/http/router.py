@@ -1,0 +1,102 @@
+"""The RSGI application: one entry point that routes every request by path prefix."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from amberio.errors import AmberioError, MethodNotAllowed
+from amberio.http import internal, native
+from amberio.http.messages import MemoryGovernor, Proto, Request, Scope, send_error, send_json
+
+if TYPE_CHECKING:
+    from amberio.cluster.bootstrap import Runtime
+    from amberio.storage.blobs import BlobStore
+    from amberio.storage.slots import SlotStore
+
+log = logging.getLogger("amberio.http")
+
+S3_NOT_IMPLEMENTED = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<Error><Code>NotImplemented</Code><Message>The S3 gateway is not part of this build yet; '
+    "use the native API under /_/api/v1</Message><Resource>{resource}</Resource>"
+    "<RequestId>{request_id}</RequestId></Error>"
+)
+
+
+class Node:
+    """Everything a handler needs about the running node."""
+
+    def __init__(
+        self, runtime: Runtime, slots: SlotStore, blobs: BlobStore, governor: MemoryGovernor
+    ) -> None:
+        self.runtime = runtime
+        self.node_id = runtime.node_id
+        self.slots = slots
+        self.blobs = blobs
+        self.governor = governor
+
+
+class App:
+    """The RSGI app granian calls for each request."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def __rsgi__(self, scope: Any, proto: Any) -> Any:
+        return self.handle(Request(scope, proto))
+
+    async def handle(self, req: Request) -> None:
+        try:
+            await self.route(req)
+        except AmberioError as err:
+            self._answer_error(req, err)
+        except Exception:
+            log.exception("%s %s failed", req.method, req.path)
+            self._answer_error(req, AmberioError("internal error; see the server log"))
+
+    def _answer_error(self, req: Request, err: AmberioError) -> None:
+        try:
+            send_error(req, err)
+        except Exception:
+            # A response was already started: nothing more can be said to this client.
+            log.debug("%s %s: could not send error %s", req.method, req.path, err.code)
+
+    async def route(self, req: Request) -> None:
+        path = req.path
+        if path in ("/health", "/_/health"):
+            if req.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"{req.method} is not allowed on {path}")
+            send_json(req, 200, {"status": "ok"})
+        elif path == native.PREFIX or path.startswith(native.PREFIX + "/"):
+            await native.handle(self.node, req)
+        elif path == internal.PREFIX or path.startswith(internal.PREFIX + "/"):
+            await internal.handle(self.node, req)
+        elif path.startswith("/_/"):
+            send_error(req, _not_found(path))
+        else:
+            self._s3_not_implemented(req)
+
+    def _s3_not_implemented(self, req: Request) -> None:
+        request_id = uuid.uuid4().hex[:16].upper()
+        body = S3_NOT_IMPLEMENTED.format(
+            resource=_xml_escape(req.path), request_id=request_id
+        ).encode()
+        req.proto.response_bytes(
+            501,
+            [("content-type", "application/xml"), ("x-amz-request-id", request_id)],
+            body,
+        )
+
+
+def _not_found(path: str) -> AmberioError:
+    from amberio.errors import NotFound
+
+    return NotFound(f"no such route: {path}")
+
+
+def _xml_escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )

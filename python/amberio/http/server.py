@@ -1,0 +1,169 @@
+"""The server process: bootstrap, open storage, serve the RSGI app on embedded granian."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import resource
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+from amberio.cluster.bootstrap import Runtime, bootstrap
+from amberio.cluster.liveness import run_heartbeats
+from amberio.config import Config
+from amberio.errors import ConfigError
+from amberio.http.messages import MemoryGovernor
+from amberio.http.router import App, Node
+from amberio.logs import set_node_id
+from amberio.storage.blobs import BlobStore
+from amberio.storage.index import NodeIndex
+from amberio.storage.slots import SlotStore
+
+log = logging.getLogger("amberio.server")
+
+IO_THREADS = 32
+"""Worker threads for fsync-bound writes and large reads (they mostly wait on the disk)."""
+STREAM_MEMORY_LIMIT = 160 * 1024 * 1024
+SHUTDOWN_GRACE_SECONDS = 5.0
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator() -> None:
+    """Serve every allocation >= 256 KiB from mmap, so freed response chunks leave the RSS.
+
+    glibc otherwise raises its mmap threshold after the first large free and keeps later
+    chunks in the heap; `MemoryGovernor` needs the RSS to fall as clients drain streams.
+    """
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(name)
+        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+
+
+def raise_fd_limit() -> None:
+    """Each open slot database holds a few descriptors; 2048 slots need more than 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def check_bind(host: str, port: int) -> None:
+    """Fail with one clear line (exit 2) when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
+    finally:
+        probe.close()
+
+
+def run(config: Config, *, current_node: str | None, bind_override: str | None) -> int:
+    """Bootstrap this node and serve until SIGTERM/SIGINT. Returns the exit status."""
+    return asyncio.run(_serve(config, current_node, bind_override))
+
+
+async def _serve(config: Config, current_node: str | None, bind_override: str | None) -> int:
+    runtime = await bootstrap(
+        config, current_node=current_node, init_only=False, bind_override=bind_override
+    )
+    set_node_id(runtime.node_id)
+    try:
+        check_bind(runtime.bind_host, runtime.bind_port)
+        return await _serve_node(runtime)
+    finally:
+        await runtime.close()
+
+
+def open_node(runtime: Runtime, executor: ThreadPoolExecutor) -> Node:
+    disks = runtime.node.disks
+    slots = SlotStore(disks)
+    slots.prepare()
+    index = NodeIndex(os.path.join(disks[0], "amberio", "index.sqlite3"))
+    placement = runtime.placement
+    blobs = BlobStore(
+        node_id=runtime.node_id,
+        slots=slots,
+        index=index,
+        part_size=runtime.state.replication.part_size,
+        executor=executor,
+        slot_of=placement.slot_of,
+        holds=lambda slot_id: placement.holds(runtime.node_id, slot_id),
+    )
+    return Node(runtime, slots, blobs, MemoryGovernor(STREAM_MEMORY_LIMIT))
+
+
+async def _serve_node(runtime: Runtime) -> int:
+    # Imported here: granian is only needed once a node really serves.
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    tune_allocator()
+    raise_fd_limit()
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="amberio-io")
+    node = open_node(runtime, executor)
+    server = Server(
+        App(node),
+        address=runtime.bind_host,
+        port=runtime.bind_port,
+        interface=Interfaces.RSGI,
+        log_enabled=False,
+        backlog=1024,
+    )
+    stop = asyncio.Event()
+
+    def request_stop(signum: int) -> None:
+        if not stop.is_set():
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            stop.set()
+            server.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop, signum)
+    heartbeats = asyncio.create_task(run_heartbeats(runtime.registry, runtime.node_id, stop))
+    reconcile = loop.run_in_executor(executor, node.blobs.reconcile_index)
+    reconcile.add_done_callback(_log_reconcile)
+    log.info(
+        "serving on http://%s:%d (cluster %s, namespace %s)",
+        runtime.bind_host,
+        runtime.bind_port,
+        runtime.cluster_id,
+        runtime.namespace,
+    )
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(heartbeats, timeout=SHUTDOWN_GRACE_SECONDS)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.wrap_future(reconcile), timeout=SHUTDOWN_GRACE_SECONDS)
+        executor.shutdown(wait=True)
+        node.blobs.index.close()
+        node.slots.close()
+        log.info("stopped")
+    return 0
+
+
+def _log_reconcile(fut: asyncio.Future[int]) -> None:
+    if fut.cancelled():
+        return
+    exc = fut.exception()
+    if exc is not None:
+        log.error("rebuilding the listing index failed: %s", exc)
+    else:
+        log.info("listing index rebuilt from the slot databases (%d heads)", fut.result())

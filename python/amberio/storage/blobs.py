@@ -1,0 +1,443 @@
+"""Blob operations on this node's own storage: PUT, GET (verified ranges), DELETE, LIST.
+
+Bytes go through the Rust core (`PartWriter`, `RangeReader`) in worker threads; SQLite
+commits (fsync) run there too, so the event loop never waits on a disk flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import msgspec
+
+from amberio.core import IntegrityError, ObjectHasher, PartRef, PartWriter, RangeReader
+from amberio.errors import (
+    BadRequest,
+    DataCorrupted,
+    IncompleteBody,
+    NotFound,
+    Unavailable,
+    WriteIdConflict,
+)
+from amberio.storage import layout
+from amberio.storage.heads import BlobMeta, Head, now_rfc3339
+from amberio.storage.index import IndexEntry, NodeIndex
+from amberio.storage.metadata import NewPart, PartRow, SlotDb, WriteRecord
+from amberio.storage.ranges import ByteRange
+from amberio.storage.slots import SlotStore
+
+log = logging.getLogger("amberio.storage")
+
+T = TypeVar("T")
+
+INLINE_READ_LIMIT = 256 * 1024
+"""Reads up to this size run on the event loop; larger ones chunk by chunk in workers."""
+READ_CHUNK = 1024 * 1024
+MAX_WRITE_ID = 200
+
+
+class PutResult(msgspec.Struct, kw_only=True):
+    path: str
+    slot_id: int
+    generation: int
+    etag: str
+    size_bytes: int
+    committed_replicas: int
+    idempotent_replay: bool = False
+
+
+class DeleteResult(msgspec.Struct, kw_only=True):
+    path: str
+    generation: int
+    deleted: bool = True
+    idempotent_replay: bool = False
+
+
+class ReadPlan(msgspec.Struct, kw_only=True):
+    """What a GET/HEAD will serve: the winning head and the byte range."""
+
+    slot_id: int
+    head: Head
+    meta: BlobMeta
+    range: ByteRange | None
+    """None: the whole blob (status 200); else a 206 range."""
+
+    @property
+    def start(self) -> int:
+        return self.range.start if self.range else 0
+
+    @property
+    def length(self) -> int:
+        return self.range.length if self.range else self.meta.size_bytes
+
+
+class BlobStore:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        slots: SlotStore,
+        index: NodeIndex,
+        part_size: int,
+        executor: Executor,
+        slot_of: Callable[[str], int],
+        holds: Callable[[int], bool],
+    ) -> None:
+        self.node_id = node_id
+        self.slots = slots
+        self.index = index
+        self.part_size = part_size
+        self.executor = executor
+        self._slot_of = slot_of
+        self._holds = holds
+        # Generations handed to writes still in flight, so two concurrent writes of one
+        # path on this node never share a generation.
+        self._reserved: dict[str, int] = {}
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _local_db(self, path: str) -> tuple[int, SlotDb]:
+        slot_id = self._slot_of(path)
+        if not self._holds(slot_id):
+            raise Unavailable(
+                f"slot {slot_id} of {path!r} is not held by node {self.node_id} and this "
+                "build does not forward requests between nodes yet"
+            )
+        return slot_id, self.slots.db(slot_id)
+
+    def _reserve_generation(self, db: SlotDb, path: str) -> int:
+        generation = max(db.max_generation(path), self._reserved.get(path, 0)) + 1
+        self._reserved[path] = generation
+        return generation
+
+    def _release_generation(self, path: str, generation: int) -> None:
+        if self._reserved.get(path) == generation:
+            del self._reserved[path]
+
+    # ---- PUT -----------------------------------------------------------------------
+
+    async def put(
+        self,
+        path: str,
+        body: AsyncIterable[bytes],
+        *,
+        content_length: int | None,
+        write_id: str | None,
+        content_type: str | None,
+    ) -> PutResult:
+        slot_id, db = self._local_db(path)
+        if write_id is not None:
+            _check_write_id(write_id)
+            record = db.write_record(path, write_id)
+            if record is not None:
+                return await self._replay_put(path, slot_id, record, body, content_length)
+        else:
+            write_id = uuid.uuid4().hex
+        generation = self._reserve_generation(db, path)
+        try:
+            writer = PartWriter(
+                layout.generation_dir(db.directory, path, generation),
+                self.slots.tmp_dir(slot_id),
+                self.part_size,
+            )
+            try:
+                await self._receive(body, content_length, writer.feed, writer.flush)
+                written = await self._run(writer.finish)
+            except BaseException:
+                writer.abort()
+                raise
+            document: dict[str, Any] = {
+                "path": path,
+                "slot_id": slot_id,
+                "generation": generation,
+                "version": generation,
+                "size_bytes": written.size,
+                "etag": written.md5,
+                "md5": written.md5,
+                "sha256": written.sha256,
+                "part_size": self.part_size,
+                "part_count": len(written.parts),
+                "part_index_state": "complete",
+                "updated_at": now_rfc3339(),
+                "write_id": write_id,
+            }
+            if content_type:
+                document["content_type"] = content_type
+            head = Head.from_document(path, "meta", document)
+            parts = [
+                NewPart(
+                    part_no=p.part_no,
+                    sha256=p.sha256,
+                    size_bytes=p.size,
+                    path=p.path,
+                    block_crc32c=p.block_crc32c,
+                )
+                for p in written.parts
+            ]
+            record = WriteRecord(
+                blob_path=path,
+                write_id=write_id,
+                head_kind="meta",
+                generation=generation,
+                etag=written.md5,
+                size_bytes=written.size,
+                body_sha256=written.sha256,
+                committed_replicas=1,
+            )
+            applied = await self._run(self._commit, db, head, parts, record)
+            if not applied:
+                # A newer head arrived meanwhile (another writer of this slot's database).
+                await self._run(writer.abort)
+                log.info("PUT %r generation %d was superseded before commit", path, generation)
+            return PutResult(
+                path=path,
+                slot_id=slot_id,
+                generation=generation,
+                etag=written.md5,
+                size_bytes=written.size,
+                committed_replicas=1,
+            )
+        finally:
+            self._release_generation(path, generation)
+
+    def _commit(
+        self, db: SlotDb, head: Head, parts: list[NewPart], record: WriteRecord | None
+    ) -> bool:
+        applied = db.commit_head(head, parts, record)
+        if applied:
+            self.index.record(head, db.slot_id)
+        return applied
+
+    async def _receive(
+        self,
+        body: AsyncIterable[bytes],
+        content_length: int | None,
+        feed: Callable[[bytes], bool],
+        flush: Callable[[], None] | None,
+    ) -> int:
+        received = 0
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                received += len(chunk)
+                if content_length is not None and received > content_length:
+                    raise BadRequest("request body is longer than Content-Length")
+                if feed(chunk) and flush is not None:
+                    await self._run(flush)
+        except (BadRequest, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # the client hung up mid-body
+            raise IncompleteBody(
+                f"request body ended after {received} bytes: {type(exc).__name__}: {exc}"
+            ) from None
+        if content_length is not None and received != content_length:
+            raise IncompleteBody(
+                f"request body ended after {received} of {content_length} bytes"
+            )
+        return received
+
+    async def _replay_put(
+        self,
+        path: str,
+        slot_id: int,
+        record: WriteRecord,
+        body: AsyncIterable[bytes],
+        content_length: int | None,
+    ) -> PutResult:
+        hasher = ObjectHasher()
+
+        def feed(chunk: bytes) -> bool:
+            hasher.update(chunk)
+            return False
+
+        await self._receive(body, content_length, feed, None)
+        size = hasher.size
+        sha256, _md5 = hasher.finish()
+        if record.head_kind != "meta" or record.body_sha256 != sha256 or record.size_bytes != size:
+            raise WriteIdConflict(
+                f"write id {record.write_id!r} was already used for a different "
+                f"{'delete' if record.head_kind == 'tombstone' else 'body'} of {path!r}"
+            )
+        return PutResult(
+            path=path,
+            slot_id=slot_id,
+            generation=record.generation,
+            etag=record.etag,
+            size_bytes=record.size_bytes,
+            committed_replicas=record.committed_replicas,
+            idempotent_replay=True,
+        )
+
+    # ---- DELETE --------------------------------------------------------------------
+
+    async def delete(self, path: str, *, write_id: str | None) -> DeleteResult:
+        slot_id, db = self._local_db(path)
+        if write_id is not None:
+            _check_write_id(write_id)
+            record = db.write_record(path, write_id)
+            if record is not None:
+                if record.head_kind != "tombstone":
+                    raise WriteIdConflict(
+                        f"write id {write_id!r} was already used for a PUT of {path!r}"
+                    )
+                return DeleteResult(
+                    path=path, generation=record.generation, idempotent_replay=True
+                )
+        else:
+            write_id = uuid.uuid4().hex
+        current = db.read_head(path)
+        if current is None or current.deleted:
+            raise NotFound(f"blob {path!r} not found")
+        generation = self._reserve_generation(db, path)
+        try:
+            document = {
+                "path": path,
+                "slot_id": slot_id,
+                "generation": generation,
+                "version": generation,
+                "deleted": True,
+                "write_id": write_id,
+                "updated_at": now_rfc3339(),
+            }
+            head = Head.from_document(path, "tombstone", document)
+            record = WriteRecord(
+                blob_path=path,
+                write_id=write_id,
+                head_kind="tombstone",
+                generation=generation,
+                etag="",
+                size_bytes=0,
+                body_sha256="",
+                committed_replicas=1,
+            )
+            await self._run(self._commit, db, head, [], record)
+            return DeleteResult(path=path, generation=generation)
+        finally:
+            self._release_generation(path, generation)
+
+    # ---- GET / HEAD ----------------------------------------------------------------
+
+    def head_of(self, path: str) -> tuple[int, Head | None]:
+        slot_id, db = self._local_db(path)
+        return slot_id, db.read_head(path)
+
+    def plan_read(self, path: str, range_header: str | None) -> ReadPlan:
+        slot_id, head = self.head_of(path)
+        if head is None or head.deleted:
+            raise NotFound(f"blob {path!r} not found")
+        meta = head.meta()
+        byte_range = ByteRange.parse(range_header, meta.size_bytes)
+        return ReadPlan(slot_id=slot_id, head=head, meta=meta, range=byte_range)
+
+    def _reader(self, plan: ReadPlan) -> tuple[RangeReader, list[PartRow]]:
+        meta = plan.meta
+        start, length = plan.start, plan.length
+        first = start // meta.part_size
+        last = (start + length - 1) // meta.part_size
+        db = self.slots.db(plan.slot_id)
+        rows = db.parts(plan.head.blob_path, meta.generation, first, last)
+        ordered: list[PartRow] = []
+        refs: list[PartRef] = []
+        for part_no in range(first, last + 1):
+            row = rows.get(part_no)
+            if row is None:
+                raise Unavailable(
+                    f"part {part_no} of {plan.head.blob_path!r} generation {meta.generation} "
+                    f"is not on node {self.node_id} and no other source is available"
+                )
+            expected = min(meta.part_size, meta.size_bytes - part_no * meta.part_size)
+            ordered.append(row)
+            refs.append(PartRef(row.path, expected, row.sha256, row.block_crc32c))
+        offset = start - first * meta.part_size
+        return RangeReader(refs, offset, length, READ_CHUNK), ordered
+
+    async def open_stream(self, plan: ReadPlan) -> AsyncIterator[bytes]:
+        """Verified chunks of the planned range. The first chunk is read before this
+        returns, so a missing or corrupt first part fails before any header is sent."""
+        if plan.length == 0:
+            return _empty()
+        reader, rows = self._reader(plan)
+        inline = plan.length <= INLINE_READ_LIMIT
+        first = self._read_chunk(reader, rows, plan) if inline else None
+        if not inline:
+            first = await self._run(self._read_chunk, reader, rows, plan)
+        return self._stream(reader, rows, plan, first, inline)
+
+    async def _stream(
+        self,
+        reader: RangeReader,
+        rows: list[PartRow],
+        plan: ReadPlan,
+        first: bytes | None,
+        inline: bool,
+    ) -> AsyncIterator[bytes]:
+        chunk = first
+        while chunk is not None:
+            yield chunk
+            if inline:
+                chunk = self._read_chunk(reader, rows, plan)
+            else:
+                chunk = await self._run(self._read_chunk, reader, rows, plan)
+        computed = reader.computed_block_crcs()
+        if computed:
+            db = self.slots.db(plan.slot_id)
+            for index, crcs in computed:
+                await self._run(db.store_block_crcs, rows[index].row_id, crcs)
+
+    def _read_chunk(self, reader: RangeReader, rows: list[PartRow], plan: ReadPlan) -> bytes | None:
+        try:
+            return reader.read_chunk()
+        except IntegrityError as exc:
+            bad_path = str(exc.args[1]) if len(exc.args) > 1 else ""
+            moved = self.slots.quarantine(plan.slot_id, bad_path) if bad_path else None
+            log.error(
+                "part of %r generation %d failed verification (%s); quarantined to %s",
+                plan.head.blob_path,
+                plan.meta.generation,
+                exc.args[0] if exc.args else exc,
+                moved,
+            )
+            raise DataCorrupted(
+                f"stored bytes of {plan.head.blob_path!r} failed verification and no other "
+                "copy is available"
+            ) from None
+        except FileNotFoundError as exc:
+            raise Unavailable(
+                f"a part file of {plan.head.blob_path!r} is missing on node {self.node_id}: "
+                f"{exc.filename}"
+            ) from None
+
+    # ---- LIST ----------------------------------------------------------------------
+
+    def list(
+        self, prefix: str, after: str | None, limit: int, include_deleted: bool
+    ) -> list[IndexEntry]:
+        return self.index.list(prefix, after, limit, include_deleted)
+
+    def reconcile_index(self) -> int:
+        """Rebuild the listing index from every slot database on this node (worker thread)."""
+        count = 0
+        for slot_id in self.slots.existing_slots():
+            heads = self.slots.db(slot_id).all_heads()
+            self.index.reconcile_slot(slot_id, heads)
+            count += len(heads)
+        return count
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def _check_write_id(write_id: str) -> None:
+    if not write_id or len(write_id) > MAX_WRITE_ID or not write_id.isprintable():
+        raise BadRequest(
+            f"X-Amberio-Write-Id must be 1..{MAX_WRITE_ID} printable characters"
+        )

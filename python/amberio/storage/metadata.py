@@ -1,0 +1,343 @@
+"""A slot's `meta.sqlite3` (contract §5): heads, part rows, write-id records.
+
+The database is the source of truth and other processes may write it, so nothing here
+caches heads: every read is a query. Reads use one connection on the event-loop thread;
+writes use another, from worker threads, one transaction at a time per slot.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from typing import Any
+
+import msgspec
+
+from amberio.errors import DataCorrupted
+from amberio.storage.heads import (
+    Head,
+    HeadKind,
+    decode_head_json,
+    encode_head_json,
+    now_rfc3339,
+    winner,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_entries (
+    id INTEGER PRIMARY KEY,
+    slot_id INTEGER,
+    blob_path TEXT,
+    file_name TEXT,
+    file_kind TEXT,
+    storage_kind TEXT DEFAULT 'inline',
+    inline_data BLOB,
+    external_path TEXT,
+    archive_url TEXT,
+    size_bytes INTEGER,
+    sha256 TEXT,
+    generation INTEGER,
+    part_no INTEGER,
+    etag TEXT,
+    created_at TEXT,
+    updated_at TEXT,
+    block_crc32c BLOB
+);
+CREATE INDEX IF NOT EXISTS file_entries_part_lookup
+    ON file_entries (slot_id, blob_path, generation, part_no);
+CREATE TABLE IF NOT EXISTS write_ids (
+    blob_path TEXT NOT NULL,
+    write_id TEXT NOT NULL,
+    head_kind TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    etag TEXT,
+    size_bytes INTEGER,
+    body_sha256 TEXT,
+    committed_replicas INTEGER,
+    created_at TEXT,
+    PRIMARY KEY (blob_path, write_id)
+);
+"""
+
+_HEAD_COLUMNS = "blob_path, file_kind, generation, sha256, inline_data, storage_kind"
+
+
+class PartRow(msgspec.Struct, frozen=True, kw_only=True):
+    part_no: int
+    generation: int
+    sha256: str
+    size_bytes: int
+    path: str
+    """Absolute path of the part file (external_path resolved against the slot dir)."""
+    block_crc32c: bytes | None
+    row_id: int
+
+
+class NewPart(msgspec.Struct, frozen=True, kw_only=True):
+    part_no: int
+    sha256: str
+    size_bytes: int
+    path: str
+    block_crc32c: bytes | None
+
+
+class WriteRecord(msgspec.Struct, frozen=True, kw_only=True):
+    blob_path: str
+    write_id: str
+    head_kind: HeadKind
+    generation: int
+    etag: str
+    size_bytes: int
+    body_sha256: str
+    committed_replicas: int
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+class SlotDb:
+    """Metadata of one slot on this node. Created (dir + schema, WAL) on first open."""
+
+    def __init__(self, slot_id: int, directory: str) -> None:
+        self.slot_id = slot_id
+        self.directory = directory
+        self.path = os.path.join(directory, "meta.sqlite3")
+        os.makedirs(directory, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._writer = _connect(self.path)
+        self._writer.execute("PRAGMA journal_mode = WAL")
+        self._writer.execute("PRAGMA synchronous = FULL")
+        self._writer.executescript(SCHEMA)
+        self._reader = _connect(self.path)
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        self._reader.close()
+
+    # ---- reads (event-loop thread) -------------------------------------------------
+
+    def _head_from_row(self, row: tuple[Any, ...]) -> Head | None:
+        blob_path, kind, generation, sha256, inline_data, _storage = row
+        if kind not in ("meta", "tombstone") or inline_data is None:
+            return None
+        try:
+            document = decode_head_json(inline_data)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise DataCorrupted(
+                f"slot {self.slot_id}: head of {blob_path!r} is not valid JSON: {exc}"
+            ) from None
+        if generation is None:
+            generation = document.get("generation", 0)
+        head_sha = sha256 or Head.from_document(blob_path, kind, document).head_sha256
+        return Head(
+            blob_path=blob_path,
+            head_kind=kind,
+            generation=int(generation),
+            head_sha256=str(head_sha),
+            document=document,
+        )
+
+    def read_head(self, blob_path: str) -> Head | None:
+        rows = self._reader.execute(
+            f"SELECT {_HEAD_COLUMNS} FROM file_entries WHERE slot_id = ? AND blob_path = ? "
+            "AND file_kind IN ('meta', 'tombstone')",
+            (self.slot_id, blob_path),
+        ).fetchall()
+        heads = [h for h in (self._head_from_row(r) for r in rows) if h is not None]
+        return winner(heads)
+
+    def max_generation(self, blob_path: str) -> int:
+        row = self._reader.execute(
+            "SELECT MAX(generation) FROM file_entries WHERE slot_id = ? AND blob_path = ?",
+            (self.slot_id, blob_path),
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def parts(self, blob_path: str, generation: int, first: int, last: int) -> dict[int, PartRow]:
+        """Part rows of one generation with part_no in [first, last], by part_no."""
+        rows = self._reader.execute(
+            "SELECT id, part_no, sha256, size_bytes, external_path, block_crc32c, storage_kind "
+            "FROM file_entries WHERE slot_id = ? AND blob_path = ? AND generation = ? "
+            "AND part_no BETWEEN ? AND ? AND file_kind = 'part'",
+            (self.slot_id, blob_path, generation, first, last),
+        ).fetchall()
+        found: dict[int, PartRow] = {}
+        for row_id, part_no, sha256, size, external_path, crcs, storage_kind in rows:
+            if storage_kind == "inline" or not external_path or not sha256:
+                continue
+            path = (
+                external_path
+                if os.path.isabs(external_path)
+                else os.path.join(self.directory, external_path)
+            )
+            found[int(part_no)] = PartRow(
+                part_no=int(part_no),
+                generation=generation,
+                sha256=str(sha256).lower(),
+                size_bytes=int(size) if size is not None else -1,
+                path=path,
+                block_crc32c=bytes(crcs) if crcs is not None else None,
+                row_id=int(row_id),
+            )
+        return found
+
+    def write_record(self, blob_path: str, write_id: str) -> WriteRecord | None:
+        row = self._reader.execute(
+            "SELECT head_kind, generation, etag, size_bytes, body_sha256, committed_replicas "
+            "FROM write_ids WHERE blob_path = ? AND write_id = ?",
+            (blob_path, write_id),
+        ).fetchone()
+        if row is None:
+            return None
+        kind, generation, etag, size, body_sha, committed = row
+        return WriteRecord(
+            blob_path=blob_path,
+            write_id=write_id,
+            head_kind=kind,
+            generation=int(generation),
+            etag=etag or "",
+            size_bytes=int(size or 0),
+            body_sha256=body_sha or "",
+            committed_replicas=int(committed or 1),
+        )
+
+    def all_heads(self) -> list[Head]:
+        """Winner head of every path in this slot (for the node index and anti-entropy)."""
+        rows = self._reader.execute(
+            f"SELECT {_HEAD_COLUMNS} FROM file_entries WHERE slot_id = ? "
+            "AND file_kind IN ('meta', 'tombstone') ORDER BY blob_path",
+            (self.slot_id,),
+        ).fetchall()
+        by_path: dict[str, list[Head]] = {}
+        for row in rows:
+            try:
+                head = self._head_from_row(row)
+            except DataCorrupted:
+                continue
+            if head is not None:
+                by_path.setdefault(head.blob_path, []).append(head)
+        return [w for w in (winner(hs) for hs in by_path.values()) if w is not None]
+
+    # ---- writes (worker threads) ---------------------------------------------------
+
+    def commit_head(
+        self,
+        head: Head,
+        parts: list[NewPart],
+        record: WriteRecord | None,
+    ) -> bool:
+        """Apply `head` (with its part rows and write-id record) if it wins (§6).
+
+        One transaction, fsynced (WAL, synchronous=FULL). Returns False, changing
+        nothing, when the current head wins.
+        """
+        now = now_rfc3339()
+        inline = encode_head_json(head.document)
+        meta = head.document
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    f"SELECT {_HEAD_COLUMNS} FROM file_entries WHERE slot_id = ? "
+                    "AND blob_path = ? AND file_kind IN ('meta', 'tombstone')",
+                    (self.slot_id, head.blob_path),
+                ).fetchall()
+                current = winner(
+                    [h for h in (self._safe_head(r) for r in rows) if h is not None]
+                )
+                if not head.beats(current):
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute(
+                    "DELETE FROM file_entries WHERE slot_id = ? AND blob_path = ? "
+                    "AND file_kind IN ('meta', 'tombstone')",
+                    (self.slot_id, head.blob_path),
+                )
+                file_name = (
+                    "meta.json" if head.head_kind == "meta" else f"tombstone.{head.head_sha256}"
+                )
+                conn.execute(
+                    "INSERT INTO file_entries (slot_id, blob_path, file_name, file_kind, "
+                    "storage_kind, inline_data, archive_url, size_bytes, sha256, generation, "
+                    "etag, created_at, updated_at) VALUES (?, ?, ?, ?, 'inline', ?, ?, ?, ?, ?, "
+                    "?, ?, ?)",
+                    (
+                        self.slot_id,
+                        head.blob_path,
+                        file_name,
+                        head.head_kind,
+                        inline,
+                        meta.get("archive_url"),
+                        meta.get("size_bytes", 0) if head.head_kind == "meta" else 0,
+                        head.head_sha256,
+                        head.generation,
+                        meta.get("etag"),
+                        now,
+                        meta.get("updated_at", now),
+                    ),
+                )
+                conn.executemany(
+                    "INSERT INTO file_entries (slot_id, blob_path, file_name, file_kind, "
+                    "storage_kind, external_path, size_bytes, sha256, generation, part_no, "
+                    "created_at, updated_at, block_crc32c) VALUES "
+                    "(?, ?, ?, 'part', 'external', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            self.slot_id,
+                            head.blob_path,
+                            os.path.basename(p.path),
+                            os.path.relpath(p.path, self.directory),
+                            p.size_bytes,
+                            p.sha256,
+                            head.generation,
+                            p.part_no,
+                            now,
+                            now,
+                            p.block_crc32c,
+                        )
+                        for p in parts
+                    ],
+                )
+                if record is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO write_ids (blob_path, write_id, head_kind, "
+                        "generation, etag, size_bytes, body_sha256, committed_replicas, "
+                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            record.blob_path,
+                            record.write_id,
+                            record.head_kind,
+                            record.generation,
+                            record.etag,
+                            record.size_bytes,
+                            record.body_sha256,
+                            record.committed_replicas,
+                            now,
+                        ),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return True
+
+    def _safe_head(self, row: tuple[Any, ...]) -> Head | None:
+        try:
+            return self._head_from_row(row)
+        except DataCorrupted:
+            return None
+
+    def store_block_crcs(self, row_id: int, crcs: bytes) -> None:
+        """Keep lazily computed block checksums beside a part (in its row)."""
+        with self._write_lock:
+            self._writer.execute(
+                "UPDATE file_entries SET block_crc32c = ? WHERE id = ? AND block_crc32c IS NULL",
+                (crcs, row_id),
+            )

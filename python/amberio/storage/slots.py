@@ -1,0 +1,97 @@
+"""The node's slots on its disks: opening slot databases, temp and quarantine dirs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+
+from amberio.storage import layout
+from amberio.storage.metadata import SlotDb
+
+log = logging.getLogger("amberio.storage")
+
+
+class SlotStore:
+    """Opens each slot's database on first touch and keeps it open (one per slot)."""
+
+    def __init__(self, disks: list[str]) -> None:
+        if not disks:
+            raise ValueError("a node needs at least one disk")
+        self.disks = disks
+        self._dbs: dict[int, SlotDb] = {}
+        self._open_lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Create per-disk work dirs and drop temp files left by a previous crash."""
+        for disk in self.disks:
+            tmp = layout.tmp_dir(disk)
+            if os.path.isdir(tmp):
+                removed = 0
+                for name in os.listdir(tmp):
+                    target = os.path.join(tmp, name)
+                    if os.path.isdir(target) and not os.path.islink(target):
+                        shutil.rmtree(target, ignore_errors=True)
+                    else:
+                        try:
+                            os.unlink(target)
+                        except FileNotFoundError:
+                            pass
+                    removed += 1
+                if removed:
+                    log.info("removed %d temp files left in %s", removed, tmp)
+            os.makedirs(tmp, exist_ok=True)
+            os.makedirs(os.path.join(disk, "slots"), exist_ok=True)
+
+    def slot_dir(self, slot_id: int) -> str:
+        return layout.slot_dir(self.disks, slot_id)
+
+    def tmp_dir(self, slot_id: int) -> str:
+        return layout.tmp_dir(layout.disk_for_slot(self.disks, slot_id))
+
+    def db(self, slot_id: int) -> SlotDb:
+        """The slot's database, created (directory, schema, WAL) on first touch."""
+        found = self._dbs.get(slot_id)
+        if found is not None:
+            return found
+        with self._open_lock:
+            found = self._dbs.get(slot_id)
+            if found is None:
+                found = SlotDb(slot_id, self.slot_dir(slot_id))
+                self._dbs[slot_id] = found
+            return found
+
+    def existing_slots(self) -> list[int]:
+        """Slots that have a database on this node's disks."""
+        found: list[int] = []
+        for disk in self.disks:
+            root = os.path.join(disk, "slots")
+            try:
+                names = os.listdir(root)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.isdigit() and os.path.exists(os.path.join(root, name, "meta.sqlite3")):
+                    found.append(int(name))
+        return sorted(found)
+
+    def quarantine(self, slot_id: int, part_path: str) -> str | None:
+        """Move a part file that failed verification out of the way (kept for inspection)."""
+        qdir = layout.quarantine_dir(layout.disk_for_slot(self.disks, slot_id))
+        os.makedirs(qdir, exist_ok=True)
+        target = os.path.join(
+            qdir, f"{slot_id}.{int(time.time() * 1000)}.{os.path.basename(part_path)}"
+        )
+        try:
+            os.rename(part_path, target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def close(self) -> None:
+        with self._open_lock:
+            for db in self._dbs.values():
+                db.close()
+            self._dbs.clear()
