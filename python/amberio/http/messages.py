@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Protocol
@@ -12,6 +10,7 @@ from typing import Any, Protocol
 import msgspec
 
 from amberio.errors import AmberioError, BadRequest, RangeNotSatisfiable, http_status
+from amberio.http.backpressure import SocketWatch
 
 log = logging.getLogger("amberio.http")
 
@@ -34,6 +33,8 @@ class Scope(Protocol):
     def query_string(self) -> str: ...
     @property
     def headers(self) -> Headers: ...
+    @property
+    def client(self) -> str: ...
 
 
 class StreamTransport(Protocol):
@@ -51,12 +52,13 @@ class Proto(Protocol):
 class Request:
     """One parsed request: method, decoded path, query parameters, headers."""
 
-    __slots__ = ("_query", "headers", "method", "path", "proto", "query_string")
+    __slots__ = ("_query", "client", "headers", "method", "path", "proto", "query_string")
 
     def __init__(self, scope: Scope, proto: Proto) -> None:
         self.method = scope.method.upper()
         self.path = scope.path
         self.query_string = scope.query_string
+        self.client = scope.client
         self.headers = scope.headers
         self.proto = proto
         self._query: dict[str, str] | None = None
@@ -92,7 +94,9 @@ class Request:
         return self.proto
 
 
-def send_json(req: Request, status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
+def send_json(
+    req: Request, status: int, payload: Any, headers: list[tuple[str, str]] | None = None
+) -> None:
     body = _json.encode(payload)
     req.proto.response_bytes(status, [*JSON_HEADERS, *(headers or [])], body)
 
@@ -108,34 +112,11 @@ def send_error(req: Request, err: AmberioError) -> None:
     send_json(req, status, {"error": err.message, "code": err.code}, headers)
 
 
-class MemoryGovernor:
-    """Bounds memory held by streamed responses.
-
-    granian's RSGI stream transport queues whatever `send_bytes` is given without
-    waiting for the client, so a fast reader and a slow client would buffer a whole blob.
-    With the glibc mmap threshold fixed (see `server.tune_allocator`), chunks handed to
-    granian are returned to the OS as they are written, so the process RSS is a faithful
-    measure of what is queued: streams pause while it is over the limit.
-    """
-
-    def __init__(self, limit_bytes: int, max_wait_seconds: float = 120.0) -> None:
-        self.limit_bytes = limit_bytes
-        self.max_wait_seconds = max_wait_seconds
-        self._page = os.sysconf("SC_PAGE_SIZE")
-
-    def rss(self) -> int:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * self._page
-
-    async def wait(self) -> None:
-        if self.rss() <= self.limit_bytes:
-            return
-        waited = 0.0
-        while self.rss() > self.limit_bytes:
-            if waited >= self.max_wait_seconds:
-                raise TimeoutError("client too slow: response stream stalled")
-            await asyncio.sleep(0.005)
-            waited += 0.005
+class StreamLimits(msgspec.Struct, frozen=True):
+    pending_bytes: int = 2 * 1024 * 1024
+    """Most bytes of one response that may wait inside granian for a slow client."""
+    stall_timeout: float = 120.0
+    """A client that reads nothing for this long has its response aborted."""
 
 
 async def send_stream(
@@ -143,7 +124,7 @@ async def send_stream(
     status: int,
     headers: list[tuple[str, str]],
     chunks: AsyncIterator[bytes],
-    governor: MemoryGovernor,
+    limits: StreamLimits,
 ) -> None:
     """Send a body chunk by chunk; the first chunk is already read (errors came before)."""
     first = await anext(chunks, None)
@@ -151,15 +132,28 @@ async def send_stream(
     if second is None:
         req.proto.response_bytes(status, headers, first or b"")
         return
+    watch = SocketWatch.find(req.client)
+    if watch is None:
+        log.debug(
+            "%s %s: connection socket not found; streaming without backpressure",
+            req.method,
+            req.path,
+        )
     transport = req.proto.response_stream(status, headers)
+    sent = len(first or b"")
     await transport.send_bytes(first or b"")
     chunk: bytes | None = second
     try:
         while chunk is not None:
-            await governor.wait()
+            if watch is not None:
+                await watch.drain_below(sent, limits.pending_bytes, limits.stall_timeout)
+            sent += len(chunk)
             await transport.send_bytes(chunk)
             chunk = await anext(chunks, None)
-    except AmberioError as exc:
+    except (AmberioError, TimeoutError) as exc:
         # Headers are gone; the only honest signal left is a truncated body.
         log.error("%s %s: aborting response after headers: %s", req.method, req.path, exc)
         raise
+    finally:
+        if watch is not None:
+            watch.close()

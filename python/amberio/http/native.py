@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import binascii
+import datetime
 import email.utils
 from typing import TYPE_CHECKING
 
@@ -109,7 +109,7 @@ async def _blob(node: Node, req: Request, raw_path: str) -> None:
             req.proto.response_empty(status, headers)
             return
         chunks = await store.open_stream(plan)
-        await send_stream(req, status, headers, chunks, node.governor)
+        await send_stream(req, status, headers, chunks, node.limits)
     elif req.method == "DELETE":
         deleted = await store.delete(path, write_id=req.header("x-amberio-write-id"))
         payload = {"path": deleted.path, "generation": deleted.generation, "deleted": True}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from amberio.errors import AmberioError, MethodNotAllowed
 from amberio.http import internal, native
-from amberio.http.messages import MemoryGovernor, Proto, Request, Scope, send_error, send_json
+from amberio.http.messages import Request, StreamLimits, send_error, send_json
 
 if TYPE_CHECKING:
     from amberio.cluster.bootstrap import Runtime
@@ -19,7 +19,7 @@ log = logging.getLogger("amberio.http")
 
 S3_NOT_IMPLEMENTED = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
-    '<Error><Code>NotImplemented</Code><Message>The S3 gateway is not part of this build yet; '
+    "<Error><Code>NotImplemented</Code><Message>The S3 gateway is not part of this build yet; "
     "use the native API under /_/api/v1</Message><Resource>{resource}</Resource>"
     "<RequestId>{request_id}</RequestId></Error>"
 )
@@ -29,13 +29,13 @@ class Node:
     """Everything a handler needs about the running node."""
 
     def __init__(
-        self, runtime: Runtime, slots: SlotStore, blobs: BlobStore, governor: MemoryGovernor
+        self, runtime: Runtime, slots: SlotStore, blobs: BlobStore, limits: StreamLimits
     ) -> None:
         self.runtime = runtime
         self.node_id = runtime.node_id
         self.slots = slots
         self.blobs = blobs
-        self.governor = governor
+        self.limits = limits
 
 
 class App:

@@ -18,7 +18,7 @@ from amberio.cluster.bootstrap import Runtime, bootstrap
 from amberio.cluster.liveness import run_heartbeats
 from amberio.config import Config
 from amberio.errors import ConfigError
-from amberio.http.messages import MemoryGovernor
+from amberio.http.messages import StreamLimits
 from amberio.http.router import App, Node
 from amberio.logs import set_node_id
 from amberio.storage.blobs import BlobStore
@@ -29,16 +29,15 @@ log = logging.getLogger("amberio.server")
 
 IO_THREADS = 32
 """Worker threads for fsync-bound writes and large reads (they mostly wait on the disk)."""
-STREAM_MEMORY_LIMIT = 160 * 1024 * 1024
 SHUTDOWN_GRACE_SECONDS = 5.0
 _M_MMAP_THRESHOLD = -3
 
 
 def tune_allocator() -> None:
-    """Serve every allocation >= 256 KiB from mmap, so freed response chunks leave the RSS.
+    """Serve every allocation >= 256 KiB from mmap, so freed body chunks leave the RSS.
 
     glibc otherwise raises its mmap threshold after the first large free and keeps later
-    chunks in the heap; `MemoryGovernor` needs the RSS to fall as clients drain streams.
+    1 MiB chunks in its heap, where a burst of large requests would stay resident.
     """
     name = ctypes.util.find_library("c")
     if not name:
@@ -103,7 +102,7 @@ def open_node(runtime: Runtime, executor: ThreadPoolExecutor) -> Node:
         slot_of=placement.slot_of,
         holds=lambda slot_id: placement.holds(runtime.node_id, slot_id),
     )
-    return Node(runtime, slots, blobs, MemoryGovernor(STREAM_MEMORY_LIMIT))
+    return Node(runtime, slots, blobs, StreamLimits())
 
 
 async def _serve_node(runtime: Runtime) -> int:
@@ -124,13 +123,15 @@ async def _serve_node(runtime: Runtime) -> int:
         log_enabled=False,
         backlog=1024,
     )
+    # In-flight requests get a bounded grace period at shutdown, then are cancelled.
+    server.workers_kill_timeout = int(SHUTDOWN_GRACE_SECONDS)
     stop = asyncio.Event()
 
     def request_stop(signum: int) -> None:
         if not stop.is_set():
             log.info("received %s: stopping", signal.Signals(signum).name)
             stop.set()
-            server.stop()
+            server.stop()  # type: ignore[no-untyped-call]
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop, signum)
@@ -145,7 +146,8 @@ async def _serve_node(runtime: Runtime) -> int:
         runtime.namespace,
     )
     try:
-        await server.serve()
+        with contextlib.suppress(TimeoutError):
+            await server.serve()
     finally:
         stop.set()
         with contextlib.suppress(Exception):

@@ -238,9 +238,7 @@ class BlobStore:
                 f"request body ended after {received} bytes: {type(exc).__name__}: {exc}"
             ) from None
         if content_length is not None and received != content_length:
-            raise IncompleteBody(
-                f"request body ended after {received} of {content_length} bytes"
-            )
+            raise IncompleteBody(f"request body ended after {received} of {content_length} bytes")
         return received
 
     async def _replay_put(
@@ -287,9 +285,7 @@ class BlobStore:
                     raise WriteIdConflict(
                         f"write id {write_id!r} was already used for a PUT of {path!r}"
                     )
-                return DeleteResult(
-                    path=path, generation=record.generation, idempotent_replay=True
-                )
+                return DeleteResult(path=path, generation=record.generation, idempotent_replay=True)
         else:
             write_id = uuid.uuid4().hex
         current = db.read_head(path)
@@ -438,6 +434,4 @@ async def _empty() -> AsyncIterator[bytes]:
 
 def _check_write_id(write_id: str) -> None:
     if not write_id or len(write_id) > MAX_WRITE_ID or not write_id.isprintable():
-        raise BadRequest(
-            f"X-Amberio-Write-Id must be 1..{MAX_WRITE_ID} printable characters"
-        )
+        raise BadRequest(f"X-Amberio-Write-Id must be 1..{MAX_WRITE_ID} printable characters")

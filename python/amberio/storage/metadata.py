@@ -248,9 +248,7 @@ class SlotDb:
                     "AND blob_path = ? AND file_kind IN ('meta', 'tombstone')",
                     (self.slot_id, head.blob_path),
                 ).fetchall()
-                current = winner(
-                    [h for h in (self._safe_head(r) for r in rows) if h is not None]
-                )
+                current = winner([h for h in (self._safe_head(r) for r in rows) if h is not None])
                 if not head.beats(current):
                     conn.execute("ROLLBACK")
                     return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -35,10 +36,8 @@ class SlotStore:
                     if os.path.isdir(target) and not os.path.islink(target):
                         shutil.rmtree(target, ignore_errors=True)
                     else:
-                        try:
+                        with contextlib.suppress(FileNotFoundError):
                             os.unlink(target)
-                        except FileNotFoundError:
-                            pass
                     removed += 1
                 if removed:
                     log.info("removed %d temp files left in %s", removed, tmp)
