@@ -11,7 +11,8 @@ def normalize_path(raw: str) -> str:
     """Normalize a decoded native-API path: strip leading `/`, collapse repeated `/`.
 
     Rejects (InvalidPath → 400) an empty result, `.` or `..` segments, NUL or other
-    control characters, lone surrogates (invalid UTF-8), and more than 1024 bytes.
+    control characters, invalid UTF-8 (lone surrogates, or U+FFFD, which is how the HTTP
+    server hands us undecodable percent-escapes), and more than 1024 bytes.
     Empty segments (`a//b`, a trailing `/`) collapse away.
     """
     if not raw:
@@ -20,7 +21,9 @@ def normalize_path(raw: str) -> str:
         code = ord(ch)
         if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
             raise InvalidPath(f"blob path contains control character U+{code:04X}")
-        if 0xD800 <= code <= 0xDFFF:
+        if 0xD800 <= code <= 0xDFFF or code == 0xFFFD:
+            # granian decodes the request path lossily: U+FFFD is what invalid UTF-8
+            # (or a percent-encoded surrogate) arrives as.
             raise InvalidPath("blob path is not valid UTF-8")
     segments = [segment for segment in raw.split("/") if segment]
     if not segments:

@@ -65,7 +65,7 @@ async def handle(node: Node, req: Request) -> None:
                 "write_quorum": placement.write_quorum,
             },
         )
-    elif rest == "/blobs" or rest == "/blobs/":
+    elif rest == "/blobs":
         _only(req, "GET")
         _list(node, req)
     elif rest.startswith("/blobs/"):

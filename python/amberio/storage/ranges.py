@@ -33,8 +33,12 @@ class ByteRange(msgspec.Struct, frozen=True):
             return None
         header = header.strip()
         unit, sep, spec = header.partition("=")
-        if not sep or unit.strip().lower() != "bytes":
-            return None
+        if unit.strip().lower() != "bytes":
+            if unit.lower().startswith("bytes"):
+                raise RangeNotSatisfiable(f"malformed Range header {header!r}", size)
+            return None  # another range unit: RFC 9110 says to ignore the header
+        if not sep:
+            raise RangeNotSatisfiable(f"malformed Range header {header!r}", size)
         spec = spec.strip()
         if "," in spec:
             return None
