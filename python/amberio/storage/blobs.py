@@ -190,7 +190,11 @@ class BlobStore:
                 body_sha256=written.sha256,
                 committed_replicas=1,
             )
-            applied = await self._run(self._commit, db, head, parts, record)
+            try:
+                applied = await self._run(self._commit, db, head, parts, record)
+            except BaseException:
+                writer.abort()
+                raise
             if not applied:
                 # A newer head arrived meanwhile (another writer of this slot's database).
                 await self._run(writer.abort)
@@ -421,9 +425,9 @@ class BlobStore:
         """Rebuild the listing index from every slot database on this node (worker thread)."""
         count = 0
         for slot_id in self.slots.existing_slots():
-            heads = self.slots.db(slot_id).all_heads()
-            self.index.reconcile_slot(slot_id, heads)
-            count += len(heads)
+            db = self.slots.db(slot_id)
+            self.index.reconcile_slot(slot_id, db.all_heads)
+            count += len(self.index.list_slot(slot_id))
         return count
 
 

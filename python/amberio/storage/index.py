@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 
 import msgspec
 
@@ -88,9 +89,14 @@ class NodeIndex:
                 _row(head, slot_id),
             )
 
-    def reconcile_slot(self, slot_id: int, heads: list[Head]) -> None:
-        """Replace the slot's rows with exactly `heads` (winners read from its database)."""
+    def reconcile_slot(self, slot_id: int, load_heads: Callable[[], list[Head]]) -> None:
+        """Replace the slot's rows with the winners `load_heads` reads from its database.
+
+        The heads are read under the index lock, so a commit that lands meanwhile is
+        recorded after this replacement, never overwritten by it.
+        """
         with self._lock:
+            heads = load_heads()
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -104,6 +110,13 @@ class NodeIndex:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def list_slot(self, slot_id: int) -> list[str]:
+        """Paths indexed for one slot."""
+        rows = self._reader.execute(
+            "SELECT blob_path FROM heads WHERE slot_id = ? ORDER BY blob_path", (slot_id,)
+        ).fetchall()
+        return [path for (path,) in rows]
 
     def list(
         self, prefix: str, after: str | None, limit: int, include_deleted: bool
