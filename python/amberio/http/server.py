@@ -30,6 +30,7 @@ log = logging.getLogger("amberio.server")
 IO_THREADS = 32
 """Worker threads for fsync-bound writes and large reads (they mostly wait on the disk)."""
 SHUTDOWN_GRACE_SECONDS = 5.0
+EXTERNAL_WRITES_INTERVAL = 1.0
 _M_MMAP_THRESHOLD = -3
 
 
@@ -138,6 +139,7 @@ async def _serve_node(runtime: Runtime) -> int:
     heartbeats = asyncio.create_task(run_heartbeats(runtime.registry, runtime.node_id, stop))
     reconcile = loop.run_in_executor(executor, node.blobs.reconcile_index)
     reconcile.add_done_callback(_log_reconcile)
+    watcher = asyncio.create_task(_watch_external_writes(node, executor, reconcile, stop))
     log.info(
         "serving on http://%s:%d (cluster %s, namespace %s)",
         runtime.bind_host,
@@ -153,12 +155,38 @@ async def _serve_node(runtime: Runtime) -> int:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(heartbeats, timeout=SHUTDOWN_GRACE_SECONDS)
         with contextlib.suppress(Exception):
+            await asyncio.wait_for(watcher, timeout=SHUTDOWN_GRACE_SECONDS)
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.wrap_future(reconcile), timeout=SHUTDOWN_GRACE_SECONDS)
         executor.shutdown(wait=True)
         node.blobs.index.close()
         node.slots.close()
         log.info("stopped")
     return 0
+
+
+async def _watch_external_writes(
+    node: Node,
+    executor: ThreadPoolExecutor,
+    initial: asyncio.Future[int],
+    stop: asyncio.Event,
+) -> None:
+    """Keep LIST in step with rows other processes write into slot databases."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(Exception):
+        await initial
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=EXTERNAL_WRITES_INTERVAL)
+        if stop.is_set():
+            break
+        try:
+            synced = await loop.run_in_executor(executor, node.blobs.sync_external_changes)
+        except Exception as exc:
+            log.warning("checking slot databases for external writes failed: %s", exc)
+            continue
+        if synced:
+            log.info("re-indexed %d slot(s) written by another process", synced)
 
 
 def _log_reconcile(fut: asyncio.Future[int]) -> None:

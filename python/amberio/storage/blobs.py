@@ -421,6 +421,25 @@ class BlobStore:
     ) -> list[IndexEntry]:
         return self.index.list(prefix, after, limit, include_deleted)
 
+    def sync_external_changes(self) -> int:
+        """Re-index slots whose databases another process wrote (worker thread).
+
+        Slot databases that appeared on disk since the last call are opened (and so
+        indexed) too. Returns how many slots were re-indexed.
+        """
+        known = {db.slot_id for db in self.slots.open_dbs()}
+        synced = 0
+        for slot_id in self.slots.existing_slots():
+            if slot_id not in known:
+                db = self.slots.db(slot_id)
+                self.index.reconcile_slot(slot_id, db.all_heads)
+                synced += 1
+        for db in self.slots.open_dbs():
+            if db.slot_id in known and db.changed_by_others():
+                self.index.reconcile_slot(db.slot_id, db.all_heads)
+                synced += 1
+        return synced
+
     def reconcile_index(self) -> int:
         """Rebuild the listing index from every slot database on this node (worker thread)."""
         count = 0

@@ -113,6 +113,20 @@ class SlotDb:
         self._writer.execute("PRAGMA synchronous = FULL")
         self._writer.executescript(SCHEMA)
         self._reader = _connect(self.path)
+        self._seen_version = self._data_version()
+
+    def _data_version(self) -> int:
+        # On the writer connection, data_version moves only for commits made by *other*
+        # connections: that is, by other processes writing this database.
+        return int(self._writer.execute("PRAGMA data_version").fetchone()[0])
+
+    def changed_by_others(self) -> bool:
+        """True once after another process committed to this database."""
+        with self._write_lock:
+            version = self._data_version()
+            changed = version != self._seen_version
+            self._seen_version = version
+            return changed
 
     def close(self) -> None:
         with self._write_lock:

@@ -62,6 +62,10 @@ class SlotStore:
                 self._dbs[slot_id] = found
             return found
 
+    def open_dbs(self) -> list[SlotDb]:
+        with self._open_lock:
+            return list(self._dbs.values())
+
     def existing_slots(self) -> list[int]:
         """Slots that have a database on this node's disks."""
         found: list[int] = []
