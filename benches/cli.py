@@ -1,0 +1,393 @@
+"""`python -m benches`: single-node native-API PUT/GET benchmark against a private `amberio serve`.
+
+Each workload runs the load generator (benches/loadgen.py) in its own process. The parent sleeps
+in a pipe read while the generator works, apart from an RSS sampler thread that reads one /proc
+line every 50 ms. The server's CPU seconds come from /proc/<pid>/stat, taken just before and just
+after the timed phase. The generator's CPU seconds for the same window come from its own getrusage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any, Final
+
+from benches import loadgen, report
+from benches.proc import RssSampler, cpu_model, descendants, mem_total_bytes, tree_cpu_seconds
+from benches.server import BenchServer, ServerError
+
+REPO: Final = Path(__file__).resolve().parent.parent
+DEFAULT_BINARY: Final = REPO / ".venv" / "bin" / "amberio"
+RESULTS_DIR: Final = REPO / "benches" / "results"
+MIB: Final = 1024 * 1024
+GIB: Final = 1024 * MIB
+# Sizes up to this get a many-object GET data set; larger ones a few big objects.
+SMALL_OBJECT_LIMIT: Final = MIB
+
+# Contract §14 targets that a single-node run can check on its own (the others need the
+# reference server or the raw-I/O baseline).
+STARTUP_TARGET_SECONDS: Final = 1.0
+RSS_TARGET_BYTES: Final = 200 * MIB
+SMALL_GET_P99_TARGET_MS: Final = 10.0
+
+_SIZE_RE: Final = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 4KiB, 64MiB, 4096)")
+    unit = (m.group(2) or "B").upper()[0]
+    return int(m.group(1)) * {"B": 1, "K": 1024, "M": MIB, "G": GIB}[unit]
+
+
+def size_label(size: int) -> str:
+    for unit, factor in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+def csv_of(kind: type[int] | type[str], allowed: tuple[str, ...] = ()) -> Any:
+    def parse(text: str) -> list[Any]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if allowed and any(i not in allowed for i in items):
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}")
+        return [kind(i) for i in items]
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benches",
+        description="Single-node native-API PUT/GET benchmark of a private `amberio serve`.",
+    )
+    p.add_argument("--binary", type=Path, default=DEFAULT_BINARY, help="amberio executable")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per workload (default 10)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2 s per workload, smaller GET data sets and byte budget",
+    )
+    p.add_argument(
+        "--sizes",
+        type=csv_of(str),
+        default=["4KiB", "64MiB"],
+        help="blob sizes, comma-separated (default 4KiB,64MiB)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=csv_of(int),
+        default=[1, 64],
+        help="connections, comma-separated (default 1,64)",
+    )
+    p.add_argument(
+        "--ops",
+        type=csv_of(str, ("put", "get")),
+        default=["put", "get"],
+        help="operations, comma-separated (default put,get)",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=parse_size,
+        default=None,
+        help="body bytes per workload after which no new request starts; every connection "
+        "still does one (default 4GiB, --quick 1GiB)",
+    )
+    p.add_argument(
+        "--small-objects",
+        type=int,
+        default=None,
+        help=f"GET data set size for blobs <= {size_label(SMALL_OBJECT_LIMIT)} (default 1000)",
+    )
+    p.add_argument(
+        "--large-objects",
+        type=int,
+        default=None,
+        help="GET data set size for larger blobs (default 8, --quick 4)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="result file (default benches/results/)")
+    p.add_argument("--keep-data", action="store_true", help="keep the server's temp dir and log")
+    p.add_argument("--api-prefix", default="/_/api/v1", help="native API prefix")
+    return p
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "mem_total_bytes": mem_total_bytes(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def git_revision() -> str | None:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("-dirty" if dirty else "")
+
+
+class LoadgenError(RuntimeError):
+    pass
+
+
+def _read_line(stream: IO[str], what: str) -> dict[str, Any]:
+    line = stream.readline()
+    if not line:
+        raise LoadgenError(f"load generator exited before {what}")
+    obj: dict[str, Any] = json.loads(line)
+    return obj
+
+
+def run_workload(server: BenchServer, spec: loadgen.Spec, name: str) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benches.loadgen"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(loadgen.spec_json(spec) + "\n")
+        proc.stdin.flush()
+        ready = _read_line(proc.stdout, "it was ready")
+        if not ready.get("ready"):
+            raise LoadgenError(f"load generator failed to prepare: {ready.get('error')}")
+        pids = [server.pid, *descendants(server.pid)]
+        cpu0 = tree_cpu_seconds(pids)
+        t0 = time.perf_counter()
+        with RssSampler(server.pid) as rss:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            result = _read_line(proc.stdout, "it reported")
+        wall = time.perf_counter() - t0
+        server_cpu = tree_cpu_seconds(pids) - cpu0
+        proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+    result.update(
+        name=name,
+        op=spec.op,
+        size_bytes=spec.size,
+        concurrency=spec.concurrency,
+        server_cpu_seconds=server_cpu,
+        server_cpu_percent_of_one_core=100.0 * server_cpu / wall if wall > 0 else 0.0,
+        server_peak_rss_bytes=rss.peak,
+        rss_samples=rss.samples,
+        window_seconds=wall,
+        loadgen_process_cpu_seconds=usage.ru_utime + usage.ru_stime,
+        loadgen_peak_rss_bytes=usage.ru_maxrss * 1024,
+        populate_seconds=ready.get("populate_seconds"),
+        populate_errors=ready.get("populate_errors", 0),
+        populate_error_kinds=ready.get("populate_error_kinds", {}),
+    )
+    result["errors"] += result["populate_errors"]
+    return result
+
+
+def plan(args: argparse.Namespace, host: str, port: int) -> list[tuple[str, loadgen.Spec]]:
+    duration = 2.0 if args.quick and args.duration == 10.0 else args.duration
+    max_bytes = args.max_bytes or (GIB if args.quick else 4 * GIB)
+    small_objects = args.small_objects or (200 if args.quick else 1000)
+    large_objects = args.large_objects or (4 if args.quick else 8)
+    run_id = uuid.uuid4().hex[:8]
+    out: list[tuple[str, loadgen.Spec]] = []
+    for size in (parse_size(s) for s in args.sizes):
+        label = size_label(size)
+        populated = False
+        small = size <= SMALL_OBJECT_LIMIT
+        for op in args.ops:
+            for conc in args.concurrency:
+                name = f"{op} {label} c{conc}"
+                if op == "put":
+                    prefix = f"bench-{run_id}/put-{label}-c{conc}"
+                    objects = 0
+                else:
+                    prefix = f"bench-{run_id}/get-{label}"
+                    objects = small_objects if small else large_objects
+                spec = loadgen.Spec(
+                    host=host,
+                    port=port,
+                    op=op,
+                    size=size,
+                    concurrency=conc,
+                    duration=duration,
+                    max_bytes=max_bytes,
+                    prefix=prefix,
+                    objects=objects,
+                    populate=op == "get" and not populated,
+                    populate_concurrency=8 if small else 2,
+                    api_prefix=args.api_prefix,
+                )
+                populated = populated or op == "get"
+                out.append((name, spec))
+    return out
+
+
+def target_checks(startup: float, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = [
+        {
+            "target": f"startup to first /health 200 < {STARTUP_TARGET_SECONDS:g} s",
+            "value": round(startup, 3),
+            "ok": startup < STARTUP_TARGET_SECONDS,
+        }
+    ]
+    for r in results:
+        if r["size_bytes"] >= 64 * MIB and r["concurrency"] >= 64:
+            checks.append(
+                {
+                    "target": f"server RSS < 200 MiB during {r['name']}",
+                    "value": round(r["server_peak_rss_bytes"] / MIB, 1),
+                    "ok": r["server_peak_rss_bytes"] < RSS_TARGET_BYTES,
+                }
+            )
+        if r["op"] == "get" and r["size_bytes"] <= 4096 and r["concurrency"] >= 64:
+            p99 = r["latency_ms"]["p99"]
+            checks.append(
+                {
+                    "target": f"p99 < {SMALL_GET_P99_TARGET_MS:g} ms for {r['name']}",
+                    "value": round(p99, 2),
+                    "ok": p99 < SMALL_GET_P99_TARGET_MS,
+                }
+            )
+    return checks
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    binary: Path = args.binary
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        log(f"benches: no amberio executable at {binary} (run `uv sync` first or pass --binary)")
+        return 2
+    for s in args.sizes:
+        parse_size(s)  # fail before starting anything
+    started = dt.datetime.now(dt.UTC)
+    machine = machine_info()
+    log(f"machine: {machine['nproc']} x {machine['cpu_model']}, Python {machine['python']}")
+    results: list[dict[str, Any]] = []
+    failure: str | None = None
+    server = BenchServer(binary, keep_data=args.keep_data)
+    with server:
+        try:
+            startup = server.start()
+        except ServerError as exc:
+            log(f"benches: server did not start: {exc}")
+            return 2
+        log(
+            f"server pid {server.pid} on 127.0.0.1:{server.port}: /health 200 after "
+            f"{startup * 1000:.0f} ms (data in {server.data_dir})"
+        )
+        workloads = plan(args, server.host, server.port)
+        for name, spec in workloads:
+            if server.proc is not None and server.proc.poll() is not None:
+                failure = f"server exited with status {server.proc.returncode} before {name}"
+                break
+            log(f"{name}: running ({spec.duration:g} s, {spec.concurrency} connections)...")
+            try:
+                result = run_workload(server, spec, name)
+            except LoadgenError as exc:
+                failure = f"{name}: {exc}"
+                break
+            results.append(result)
+            log(
+                f"{name}: {result['ops']} ops, {result['ops_per_second']:.1f} ops/s, "
+                f"{result['mb_per_second']:.1f} MB/s, {result['errors']} errors"
+            )
+        alive_at_end = server.proc is not None and server.proc.poll() is None
+        exit_code = server.stop()
+        if args.keep_data:
+            log(f"server data and log kept in {server.workdir}")
+        elif failure or not alive_at_end:
+            log("server log tail:\n" + server.log_tail())
+    if not alive_at_end and failure is None:
+        failure = f"server exited during the run (status {exit_code})"
+    if exit_code != 0 and failure is None:
+        failure = f"server exited with status {exit_code} after SIGTERM"
+    errors = sum(r["errors"] for r in results)
+    checks = target_checks(startup, results)
+    doc: dict[str, Any] = {
+        "benchmark": "native-api-single-node",
+        "started_at": started.isoformat(),
+        "machine": machine,
+        "git_revision": git_revision(),
+        "server": {
+            "binary": str(binary),
+            "startup_seconds": startup,
+            "stop_seconds": server.stop_seconds,
+            "exit_code": exit_code,
+        },
+        "config": {
+            "duration": workloads[0][1].duration if workloads else args.duration,
+            "quick": args.quick,
+            "sizes": args.sizes,
+            "concurrency": args.concurrency,
+            "ops": args.ops,
+            "loadgen": "asyncio raw-socket HTTP/1.1 keep-alive, one process per workload",
+            "units": "MB = 10^6 bytes; latency from first byte sent to last byte received",
+        },
+        "results": results,
+        "targets": checks,
+        "errors_total": errors,
+        "failure": failure,
+        "flagged": errors > 0 or failure is not None,
+    }
+    path = args.json or RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    report.write_json(path, doc)
+
+    print(report.table(results))
+    print()
+    print(
+        f"machine: {machine['nproc']} cores, {machine['cpu_model']}; "
+        f"server startup to /health 200: {startup * 1000:.0f} ms"
+    )
+    print(
+        "srv = server process (CPU s in the timed window, peak RSS sampled every 50 ms); "
+        "lg = load generator; MB = 10^6 bytes"
+    )
+    for c in checks:
+        print(f"  [{'ok' if c['ok'] else 'MISS'}] {c['target']}: {c['value']}")
+    if errors:
+        print(f"FLAGGED: {errors} errors")
+        for r in results:
+            for kind, count in {**r["populate_error_kinds"], **r["error_kinds"]}.items():
+                print(f"  {r['name']}: {count} x {kind}")
+    if failure:
+        print(f"FLAGGED: {failure}")
+    print(f"results: {path}")
+    return 1 if doc["flagged"] else 0

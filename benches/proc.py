@@ -1,0 +1,111 @@
+"""Process accounting from /proc: CPU seconds and resident memory, sampled without psutil."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import Final
+
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads, living and exited), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Current resident set size (the second field of /proc/<pid>/statm, in pages)."""
+    statm = Path(f"/proc/{pid}/statm").read_text().split()
+    return int(statm[1]) * PAGE_SIZE
+
+
+def descendants(pid: int) -> list[int]:
+    """Child processes of `pid`, recursively (the embedded server normally has none)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(x) for x in task.read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):  # exited in between
+            total += cpu_seconds(pid)
+    return total
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def mem_total_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Samples the summed RSS of a process tree every `interval` seconds in a thread.
+
+    VmHWM is a high-water mark over the whole process lifetime, so a per-workload peak has to be
+    sampled. /proc/<pid>/statm is read (one short line) rather than /proc/<pid>/status (whose
+    VmRSS is the same number) to keep the sampler cheap.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self._pids = [pid, *descendants(pid)]
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self.peak = 0
+        self.samples = 0
+
+    def _sample(self) -> None:
+        total = 0
+        for pid in self._pids:
+            with contextlib.suppress(OSError, ValueError):
+                total += rss_bytes(pid)
+        self.peak = max(self.peak, total)
+        self.samples += 1
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self._interval):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
