@@ -75,6 +75,11 @@ def writer(node: Node, ledger: Ledger, round_no: int, wid: int, killed: threadin
             try:
                 doc = resp.json()
                 acked = Acked(sha256_hex(body), len(body), int(doc["generation"]), str(doc["etag"]))
+                committed = int(doc["committed_replicas"])
+                if committed < node.cluster.min_write_replicas:
+                    raise ValueError(
+                        f"committed_replicas {committed} < W={node.cluster.min_write_replicas}"
+                    )
             except (CaseFailure, KeyError, TypeError, ValueError) as exc:
                 with ledger.lock:
                     ledger.errors.append(f"PUT {path}: bad 201 answer ({exc}): {resp.describe()}")

@@ -9,7 +9,8 @@
 #   6. the wheel: maturin build --release, pip install into a fresh venv with no Rust on PATH,
 #      `amberio serve` from it, /health and a PUT/GET round trip with curl
 # Every section runs even when an earlier check failed (set-up failures abort); exit 1 if any
-# failed.
+# failed. AMBERIO_TEST_NO_SYNC=1 skips `uv sync` and runs `uv run --no-sync` (for a shared
+# checkout whose .venv someone else rebuilds).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -114,6 +115,11 @@ if command -v uv >/dev/null 2>&1; then
 else
     UV=(python3 -m uv)
 fi
+if [[ "${AMBERIO_TEST_NO_SYNC:-0}" == 1 ]]; then
+    UV_RUN=("${UV[@]}" run --no-sync)
+else
+    UV_RUN=("${UV[@]}" run)
+fi
 command -v cargo >/dev/null 2>&1 || die "cargo is missing: this machine needs a Rust toolchain"
 echo "python3: $(python3 --version 2>&1)"
 echo "uv:      $("${UV[@]}" --version)"
@@ -122,7 +128,11 @@ echo "redis:   $(redis-server --version)"
 
 # ---------------------------------------------------------------------------------------------
 section "uv sync (Python deps + the Rust extension)"
-"${UV[@]}" sync || die "uv sync failed"
+if [[ "${AMBERIO_TEST_NO_SYNC:-0}" == 1 ]]; then
+    echo "AMBERIO_TEST_NO_SYNC=1: using the existing .venv as it is"
+else
+    "${UV[@]}" sync || die "uv sync failed"
+fi
 [[ -x "$ROOT/.venv/bin/amberio" ]] || die "uv sync did not install $ROOT/.venv/bin/amberio"
 
 # ---------------------------------------------------------------------------------------------
@@ -156,12 +166,12 @@ echo "redis-server pid $REDIS_PID on $AMBERIO_REDIS_URL"
 # ---------------------------------------------------------------------------------------------
 run_check "cargo test" cargo test --workspace
 run_check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-run_check "ruff" "${UV[@]}" run ruff check
-run_check "mypy (strict)" "${UV[@]}" run mypy
+run_check "ruff" "${UV_RUN[@]}" ruff check
+run_check "mypy (strict)" "${UV_RUN[@]}" mypy
 
 pytest_check() {
     local rc=0
-    "${UV[@]}" run pytest -q || rc=$?
+    "${UV_RUN[@]}" pytest -q || rc=$?
     if [[ "$rc" == 5 ]]; then
         echo "pytest collected no tests (status 5)"
         return 0
@@ -176,7 +186,7 @@ run_check "integration suite" "${UV[@]}" run --project integration \
 # ---------------------------------------------------------------------------------------------
 wheel_check() {
     local wheels="$WORK/wheels" venv="$WORK/wheel-venv" data="$WORK/wheel-data"
-    "${UV[@]}" run maturin build --release --out "$wheels" || return 1
+    "${UV_RUN[@]}" maturin build --release --out "$wheels" || return 1
     local wheel
     wheel="$(ls "$wheels"/amberio-*.whl 2>/dev/null | head -n 1)"
     [[ -n "$wheel" ]] || { echo "no wheel in $wheels"; return 1; }
