@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from benches import loadgen, report
-from benches.proc import RssSampler, cpu_model, descendants, mem_total_bytes, tree_cpu_seconds
+from benches.proc import (
+    RssSampler,
+    cpu_model,
+    descendants,
+    machine_busy_seconds,
+    mem_total_bytes,
+    tree_cpu_seconds,
+)
 from benches.server import BenchServer, ServerError
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -183,6 +190,7 @@ def run_workload(server: BenchServer, spec: loadgen.Spec, name: str) -> dict[str
             raise LoadgenError(f"load generator failed to prepare: {ready.get('error')}")
         pids = [server.pid, *descendants(server.pid)]
         cpu0 = tree_cpu_seconds(pids)
+        busy0 = machine_busy_seconds()
         t0 = time.perf_counter()
         with RssSampler(server.pid) as rss:
             proc.stdin.write("go\n")
@@ -190,6 +198,7 @@ def run_workload(server: BenchServer, spec: loadgen.Spec, name: str) -> dict[str
             result = _read_line(proc.stdout, "it reported")
         wall = time.perf_counter() - t0
         server_cpu = tree_cpu_seconds(pids) - cpu0
+        busy = machine_busy_seconds() - busy0
         proc.stdin.close()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -204,6 +213,7 @@ def run_workload(server: BenchServer, spec: loadgen.Spec, name: str) -> dict[str
         concurrency=spec.concurrency,
         server_cpu_seconds=server_cpu,
         server_cpu_percent_of_one_core=100.0 * server_cpu / wall if wall > 0 else 0.0,
+        other_cpu_seconds=max(0.0, busy - server_cpu - result["loadgen_cpu_seconds"]),
         server_peak_rss_bytes=rss.peak,
         rss_samples=rss.samples,
         window_seconds=wall,
@@ -299,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_size(s)  # fail before starting anything
     started = dt.datetime.now(dt.UTC)
     machine = machine_info()
+    load_at_start = os.getloadavg()
     log(f"machine: {machine['nproc']} x {machine['cpu_model']}, Python {machine['python']}")
     results: list[dict[str, Any]] = []
     failure: str | None = None
@@ -345,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "native-api-single-node",
         "started_at": started.isoformat(),
         "machine": machine,
+        "loadavg_at_start": load_at_start,
         "git_revision": git_revision(),
         "server": {
             "binary": str(binary),
@@ -374,11 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"machine: {machine['nproc']} cores, {machine['cpu_model']}; "
+        f"load average at start {load_at_start[0]:.2f}; "
         f"server startup to /health 200: {startup * 1000:.0f} ms"
     )
     print(
-        "srv = server process (CPU s in the timed window, peak RSS sampled every 50 ms); "
-        "lg = load generator; MB = 10^6 bytes"
+        "srv = server process: CPU seconds in the timed window (and % of one core), peak RSS "
+        "sampled every 50 ms; lg = load generator; other = CPU seconds the rest of the machine "
+        "used in the window; MB = 10^6 bytes"
     )
     for c in checks:
         print(f"  [{'ok' if c['ok'] else 'MISS'}] {c['target']}: {c['value']}")

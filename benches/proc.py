@@ -51,6 +51,19 @@ def tree_cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat; idle and iowait excluded).
+
+    The cores are shared with whatever else runs on the machine: the busy time in a window minus
+    the server's and the load generator's is what other processes took from the benchmark.
+    """
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / CLOCK_TICKS
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

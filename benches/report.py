@@ -18,8 +18,10 @@ COLUMNS: Final = (
     ("p99 ms", ">"),
     ("errors", ">"),
     ("srv CPU s", ">"),
+    ("srv CPU %", ">"),
     ("srv RSS MiB", ">"),
     ("lg CPU s", ">"),
+    ("other CPU s", ">"),
     ("wall s", ">"),
 )
 
@@ -47,8 +49,10 @@ def row(result: dict[str, Any]) -> list[str]:
         _ms(lat["p99"]),
         str(result["errors"]) if result["errors"] == 0 else f"{result['errors']} !",
         _num(result["server_cpu_seconds"], 2),
+        _num(result["server_cpu_percent_of_one_core"], 0),
         _num(result["server_peak_rss_bytes"] / MIB, 0),
         _num(result["loadgen_cpu_seconds"], 2),
+        _num(result["other_cpu_seconds"], 2),
         _num(result["elapsed_seconds"], 1),
     ]
 
