@@ -270,11 +270,11 @@ class Generator:
                 try:
                     problem = await self.put(conn, object_path(spec, i))
                 except (OSError, HttpError, ValueError) as exc:
-                    problem = f"populate: {type(exc).__name__}: {exc}"
+                    problem = f"{type(exc).__name__}: {exc}"
                 if problem is None:
                     outcome.ops += 1
                 else:
-                    outcome.error(problem)
+                    outcome.error(f"populate: {problem}")
             conn.close()
 
         width = max(1, min(spec.populate_concurrency, spec.objects))
