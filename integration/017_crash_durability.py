@@ -130,8 +130,9 @@ def verify(case: Case, node: Node, ledger: Ledger, label: str) -> None:
     )
     if in_flight:
         case.step(
-            f"{label}: {len(in_flight)} PUT(s) in flight at the kill, {committed} of them "
-            "committed whole, the rest absent"
+            f"{label}: {len(ledger.acked)} PUTs acknowledged so far, all intact; "
+            f"{len(in_flight)} were in flight at the kills so far: {committed} committed whole, "
+            "the rest absent"
         )
 
     items = api.list_all(PREFIX)
