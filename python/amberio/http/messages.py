@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ log = logging.getLogger("amberio.http")
 _json = msgspec.json.Encoder()
 
 JSON_HEADERS = [("content-type", "application/json")]
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class Headers(Protocol):
@@ -67,6 +69,8 @@ class Request:
     def query(self) -> dict[str, str]:
         """Query parameters (last value wins); invalid percent-encoding → 400."""
         if self._query is None:
+            if _BAD_ESCAPE.search(self.query_string):
+                raise BadRequest("query string has a '%' that is not followed by two hex digits")
             try:
                 pairs = urllib.parse.parse_qsl(
                     self.query_string, keep_blank_values=True, errors="strict"

@@ -102,6 +102,7 @@ def open_node(runtime: Runtime, executor: ThreadPoolExecutor) -> Node:
         executor=executor,
         slot_of=placement.slot_of,
         holds=lambda slot_id: placement.holds(runtime.node_id, slot_id),
+        write_quorum=placement.write_quorum,
     )
     return Node(runtime, slots, blobs, StreamLimits())
 

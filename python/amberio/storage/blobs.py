@@ -21,6 +21,7 @@ from amberio.errors import (
     DataCorrupted,
     IncompleteBody,
     NotFound,
+    QuorumNotReached,
     Unavailable,
     WriteIdConflict,
 )
@@ -87,6 +88,7 @@ class BlobStore:
         executor: Executor,
         slot_of: Callable[[str], int],
         holds: Callable[[int], bool],
+        write_quorum: int = 1,
     ) -> None:
         self.node_id = node_id
         self.slots = slots
@@ -95,6 +97,7 @@ class BlobStore:
         self.executor = executor
         self._slot_of = slot_of
         self._holds = holds
+        self.write_quorum = write_quorum
         # Generations handed to writes still in flight, so two concurrent writes of one
         # path on this node never share a generation.
         self._reserved: dict[str, int] = {}
@@ -110,6 +113,14 @@ class BlobStore:
                 "build does not forward requests between nodes yet"
             )
         return slot_id, self.slots.db(slot_id)
+
+    def _check_quorum(self) -> None:
+        # Refuse before writing anything (§6): this node commits only its own replica.
+        if self.write_quorum > 1:
+            raise QuorumNotReached(
+                f"W={self.write_quorum} needs {self.write_quorum} replicas but this build "
+                "commits on the local replica only (replication is not implemented yet)"
+            )
 
     def _reserve_generation(self, db: SlotDb, path: str) -> int:
         generation = max(db.max_generation(path), self._reserved.get(path, 0)) + 1
@@ -132,6 +143,7 @@ class BlobStore:
         content_type: str | None,
     ) -> PutResult:
         slot_id, db = self._local_db(path)
+        self._check_quorum()
         if write_id is not None:
             _check_write_id(write_id)
             record = db.write_record(path, write_id)
@@ -281,6 +293,7 @@ class BlobStore:
 
     async def delete(self, path: str, *, write_id: str | None) -> DeleteResult:
         slot_id, db = self._local_db(path)
+        self._check_quorum()
         if write_id is not None:
             _check_write_id(write_id)
             record = db.write_record(path, write_id)
