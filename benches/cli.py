@@ -214,6 +214,7 @@ def run_workload(server: BenchServer, spec: loadgen.Spec, name: str) -> dict[str
         server_cpu_seconds=server_cpu,
         server_cpu_percent_of_one_core=100.0 * server_cpu / wall if wall > 0 else 0.0,
         other_cpu_seconds=max(0.0, busy - server_cpu - result["loadgen_cpu_seconds"]),
+        server_start_rss_bytes=rss.first,
         server_peak_rss_bytes=rss.peak,
         rss_samples=rss.samples,
         window_seconds=wall,
@@ -390,9 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         f"server startup to /health 200: {startup * 1000:.0f} ms"
     )
     print(
-        "srv = server process: CPU seconds in the timed window (and % of one core), peak RSS "
-        "sampled every 50 ms; lg = load generator; other = CPU seconds the rest of the machine "
-        "used in the window; MB = 10^6 bytes"
+        "srv = server process: CPU seconds in the timed window (and % of one core), RSS at the\n"
+        "  window's start (RSS0) and its peak sampled every 50 ms; lg = load generator; other =\n"
+        "  CPU seconds the rest of the machine used in the window; MB = 10^6 bytes"
     )
     for c in checks:
         print(f"  [{'ok' if c['ok'] else 'MISS'}] {c['target']}: {c['value']}")

@@ -98,6 +98,7 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self.peak = 0
+        self.first = -1  # the RSS when the window opened
         self.samples = 0
 
     def _sample(self) -> None:
@@ -106,6 +107,8 @@ class RssSampler:
             with contextlib.suppress(OSError, ValueError):
                 total += rss_bytes(pid)
         self.peak = max(self.peak, total)
+        if self.first < 0:
+            self.first = total
         self.samples += 1
 
     def _run(self) -> None:
