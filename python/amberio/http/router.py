@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import TYPE_CHECKING, Any
 
-from amberio.errors import AmberioError, MethodNotAllowed
-from amberio.http import internal, native
+from amberio.errors import AmberioError, MethodNotAllowed, NotFound
+from amberio.http import internal, native, s3
 from amberio.http.messages import Request, StreamLimits, send_error, send_json
 
 if TYPE_CHECKING:
@@ -16,13 +15,6 @@ if TYPE_CHECKING:
     from amberio.storage.slots import SlotStore
 
 log = logging.getLogger("amberio.http")
-
-S3_NOT_IMPLEMENTED = (
-    '<?xml version="1.0" encoding="UTF-8"?>\n'
-    "<Error><Code>NotImplemented</Code><Message>The S3 gateway is not part of this build yet; "
-    "use the native API under /_/api/v1</Message><Resource>{resource}</Resource>"
-    "<RequestId>{request_id}</RequestId></Error>"
-)
 
 
 class Node:
@@ -74,29 +66,6 @@ class App:
         elif path == internal.PREFIX or path.startswith(internal.PREFIX + "/"):
             await internal.handle(self.node, req)
         elif path.startswith("/_/"):
-            send_error(req, _not_found(path))
+            raise NotFound(f"no such route: {path}")
         else:
-            self._s3_not_implemented(req)
-
-    def _s3_not_implemented(self, req: Request) -> None:
-        request_id = uuid.uuid4().hex[:16].upper()
-        body = S3_NOT_IMPLEMENTED.format(
-            resource=_xml_escape(req.path), request_id=request_id
-        ).encode()
-        req.proto.response_bytes(
-            501,
-            [("content-type", "application/xml"), ("x-amz-request-id", request_id)],
-            body,
-        )
-
-
-def _not_found(path: str) -> AmberioError:
-    from amberio.errors import NotFound
-
-    return NotFound(f"no such route: {path}")
-
-
-def _xml_escape(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )
+            await s3.handle(self.node, req)

@@ -141,7 +141,11 @@ class BlobStore:
         content_length: int | None,
         write_id: str | None,
         content_type: str | None,
+        extra: dict[str, Any] | None = None,
     ) -> PutResult:
+        """Store a new generation of `path`. `extra` fields (content headers, user metadata,
+        anything an API layer keeps) are stored in the head's meta document as given; they
+        cannot replace the fields this method sets."""
         slot_id, db = self._local_db(path)
         self._check_quorum()
         if write_id is not None:
@@ -181,6 +185,8 @@ class BlobStore:
             }
             if content_type:
                 document["content_type"] = content_type
+            if extra:
+                document = {**extra, **document}
             head = Head.from_document(path, "meta", document)
             parts = [
                 NewPart(
