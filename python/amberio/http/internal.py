@@ -1,28 +1,64 @@
-"""The internal API (contract §8), prefix `/internal/v1`, node to node."""
+"""The internal API (contract §8), prefix `/internal/v1`, node to node.
+
+Paths here are opaque blob paths (no normalization): they arrive in the `path` query
+parameter exactly as the coordinating node sent them.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any, Literal
 
-from amberio.errors import BadRequest, MethodNotAllowed, NotFound
-from amberio.http.messages import Request, send_json
+import msgspec
+
+from amberio.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
+from amberio.http.messages import Request, send_json, send_stream
+from amberio.storage.heads import Head
 
 if TYPE_CHECKING:
     from amberio.http.router import Node
 
 PREFIX = "/internal/v1"
+MAX_HEAD_BODY = 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class HeadUpdate(msgspec.Struct, forbid_unknown_fields=False):
+    """Body of `PUT .../heads`: a head to apply if it wins (§6)."""
+
+    head_kind: Literal["meta", "tombstone"]
+    generation: int
+    head_sha256: str
+    meta: dict[str, Any] | None = None
+    tombstone: dict[str, Any] | None = None
+
+
+_head_update = msgspec.json.Decoder(HeadUpdate)
 
 
 async def handle(node: Node, req: Request) -> None:
     parts = req.path[len(PREFIX) :].strip("/").split("/")
     if len(parts) >= 3 and parts[0] == "slots":
         slot_id = _slot(node, parts[1])
-        if parts[2:] == ["heads"]:
-            if req.method != "GET":
-                raise MethodNotAllowed(
-                    f"{req.method} on heads arrives with the cluster internal API; use GET"
-                )
-            _get_heads(node, req, slot_id)
+        rest = parts[2:]
+        if rest == ["heads"]:
+            if req.method == "GET":
+                _get_heads(node, req, slot_id)
+            elif req.method == "PUT":
+                await _put_head(node, req, slot_id)
+            elif req.method == "DELETE":
+                await _abort_head(node, req, slot_id)
+            else:
+                raise MethodNotAllowed(f"{req.method} is not allowed on heads")
+            return
+        if len(rest) == 2 and rest[0] == "parts":
+            sha256 = _sha256(rest[1], "part sha256")
+            if req.method == "PUT":
+                await _put_part(node, req, slot_id, sha256)
+            elif req.method in ("GET", "HEAD"):
+                await _get_part(node, req, slot_id, sha256)
+            else:
+                raise MethodNotAllowed(f"{req.method} is not allowed on parts")
             return
     raise NotFound(f"no such internal route: {req.path}")
 
@@ -34,10 +70,107 @@ def _slot(node: Node, raw: str) -> int:
     return int(raw)
 
 
-def _get_heads(node: Node, req: Request, slot_id: int) -> None:
+def _sha256(raw: str, what: str) -> str:
+    if not _SHA256.match(raw):
+        raise BadRequest(f"{what} must be 64 lowercase hex characters, got {raw!r}")
+    return raw
+
+
+def _path(req: Request) -> str:
     path = req.query.get("path")
-    if path is None or path == "":
+    if not path:
         raise BadRequest("query parameter 'path' is required")
+    return path
+
+
+def _int_query(req: Request, name: str, minimum: int) -> int:
+    raw = req.query.get(name)
+    if raw is None:
+        raise BadRequest(f"query parameter {name!r} is required")
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
+        raise BadRequest(f"query parameter {name!r} must be an integer >= {minimum}, got {raw!r}")
+    return int(raw)
+
+
+async def _put_part(node: Node, req: Request, slot_id: int, sha256: str) -> None:
+    reused = await node.blobs.store_part(
+        slot_id,
+        _path(req),
+        generation=_int_query(req, "generation", 1),
+        part_no=_int_query(req, "part_no", 0),
+        sha256=sha256,
+        body=req.body(),
+        content_length=req.content_length(),
+    )
+    send_json(req, 200, {"accepted": True, "reused": reused, "sha256": sha256})
+
+
+async def _get_part(node: Node, req: Request, slot_id: int, sha256: str) -> None:
+    size, chunks = await node.blobs.part_stream(
+        slot_id,
+        _path(req),
+        generation=_int_query(req, "generation", 1),
+        part_no=_int_query(req, "part_no", 0),
+        sha256=sha256,
+    )
+    headers = [("content-type", "application/octet-stream"), ("content-length", str(size))]
+    if req.method == "HEAD":
+        req.proto.response_empty(200, headers)
+        return
+    await send_stream(req, 200, headers, chunks, node.limits)
+
+
+async def _read_json_body(req: Request) -> bytes:
+    length = req.content_length()
+    if length is not None and length > MAX_HEAD_BODY:
+        raise PayloadTooLarge(f"head body over {MAX_HEAD_BODY} bytes")
+    data = bytearray()
+    async for chunk in req.body():
+        data += chunk
+        if len(data) > MAX_HEAD_BODY:
+            raise PayloadTooLarge(f"head body over {MAX_HEAD_BODY} bytes")
+    return bytes(data)
+
+
+async def _put_head(node: Node, req: Request, slot_id: int) -> None:
+    path = _path(req)
+    try:
+        update = _head_update.decode(await _read_json_body(req))
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"head body is not valid: {exc}") from None
+    document = update.meta if update.head_kind == "meta" else update.tombstone
+    if document is None:
+        raise BadRequest(f"a {update.head_kind} head needs its {update.head_kind!r} document")
+    head = Head.from_document(path, update.head_kind, document)
+    if head.generation != update.generation or head.generation < 1:
+        raise BadRequest(
+            f"generation {update.generation} disagrees with the document's {head.generation}"
+        )
+    if head.head_sha256 != update.head_sha256:
+        raise BadRequest(
+            f"head_sha256 {update.head_sha256} is not the sha256 of the document "
+            f"({head.head_sha256})"
+        )
+    if document.get("path", path) != path:
+        raise BadRequest(f"the document names path {document.get('path')!r}, not {path!r}")
+    applied = await node.blobs.apply_head(slot_id, head)
+    send_json(
+        req,
+        200,
+        {"applied": applied, "head_kind": head.head_kind, "generation": head.generation},
+    )
+
+
+async def _abort_head(node: Node, req: Request, slot_id: int) -> None:
+    path = _path(req)
+    generation = _int_query(req, "generation", 1)
+    head_sha256 = _sha256(req.query.get("head_sha256", ""), "head_sha256")
+    removed = await node.blobs.abort_head(slot_id, path, generation, head_sha256)
+    send_json(req, 200, {"removed": removed, "generation": generation})
+
+
+def _get_heads(node: Node, req: Request, slot_id: int) -> None:
+    path = _path(req)
     # Below the HTTP layers a blob path is opaque: look it up exactly as given.
     expected = node.runtime.placement.slot_of(path)
     if expected != slot_id:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -39,6 +40,8 @@ T = TypeVar("T")
 INLINE_READ_LIMIT = 256 * 1024
 """Reads up to this size run on the event loop; larger ones chunk by chunk in workers."""
 READ_CHUNK = 1024 * 1024
+MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
+"""Largest part a peer may send (the largest part_size a cluster may use)."""
 MAX_WRITE_ID = 200
 
 
@@ -198,16 +201,7 @@ class BlobStore:
                 )
                 for p in written.parts
             ]
-            record = WriteRecord(
-                blob_path=path,
-                write_id=write_id,
-                head_kind="meta",
-                generation=generation,
-                etag=written.md5,
-                size_bytes=written.size,
-                body_sha256=written.sha256,
-                committed_replicas=1,
-            )
+            record = self._write_record(head)
             try:
                 applied = await self._run(self._commit, db, head, parts, record)
             except BaseException:
@@ -227,6 +221,24 @@ class BlobStore:
             )
         finally:
             self._release_generation(path, generation)
+
+    def _write_record(self, head: Head) -> WriteRecord | None:
+        """The idempotency record of a head: derived from the head itself, so it travels
+        with the head to every replica that applies it."""
+        doc = head.document
+        write_id = doc.get("write_id")
+        if not isinstance(write_id, str) or not write_id:
+            return None
+        return WriteRecord(
+            blob_path=head.blob_path,
+            write_id=write_id,
+            head_kind=head.head_kind,
+            generation=head.generation,
+            etag=str(doc.get("etag") or ""),
+            size_bytes=int(doc.get("size_bytes") or 0),
+            body_sha256=str(doc.get("sha256") or ""),
+            committed_replicas=max(1, self.write_quorum),
+        )
 
     def _commit(
         self, db: SlotDb, head: Head, parts: list[NewPart], record: WriteRecord | None
@@ -326,17 +338,7 @@ class BlobStore:
                 "updated_at": now_rfc3339(),
             }
             head = Head.from_document(path, "tombstone", document)
-            record = WriteRecord(
-                blob_path=path,
-                write_id=write_id,
-                head_kind="tombstone",
-                generation=generation,
-                etag="",
-                size_bytes=0,
-                body_sha256="",
-                committed_replicas=1,
-            )
-            await self._run(self._commit, db, head, [], record)
+            await self._run(self._commit, db, head, [], self._write_record(head))
             return DeleteResult(path=path, generation=generation)
         finally:
             self._release_generation(path, generation)
@@ -411,27 +413,132 @@ class BlobStore:
                 await self._run(db.store_block_crcs, rows[index].row_id, crcs)
 
     def _read_chunk(self, reader: RangeReader, rows: list[PartRow], plan: ReadPlan) -> bytes | None:
+        return self._verified_chunk(reader, plan.slot_id, plan.head.blob_path, plan.meta.generation)
+
+    def _verified_chunk(
+        self, reader: RangeReader, slot_id: int, blob_path: str, generation: int
+    ) -> bytes | None:
         try:
             return reader.read_chunk()
         except IntegrityError as exc:
             bad_path = str(exc.args[1]) if len(exc.args) > 1 else ""
-            moved = self.slots.quarantine(plan.slot_id, bad_path) if bad_path else None
+            moved = self.slots.quarantine(slot_id, bad_path) if bad_path else None
             log.error(
                 "part of %r generation %d failed verification (%s); quarantined to %s",
-                plan.head.blob_path,
-                plan.meta.generation,
+                blob_path,
+                generation,
                 exc.args[0] if exc.args else exc,
                 moved,
             )
             raise DataCorrupted(
-                f"stored bytes of {plan.head.blob_path!r} failed verification and no other "
-                "copy is available"
+                f"stored bytes of {blob_path!r} failed verification and no other copy is available"
             ) from None
         except FileNotFoundError as exc:
             raise Unavailable(
-                f"a part file of {plan.head.blob_path!r} is missing on node {self.node_id}: "
-                f"{exc.filename}"
+                f"a part file of {blob_path!r} is missing on node {self.node_id}: {exc.filename}"
             ) from None
+
+    # ---- internal API: one part or one head at a time (node to node) -----------------
+
+    def _slot_db(self, slot_id: int, path: str) -> SlotDb:
+        expected = self._slot_of(path)
+        if expected != slot_id:
+            raise BadRequest(f"path {path!r} belongs to slot {expected}, not {slot_id}")
+        return self.slots.db(slot_id)
+
+    async def store_part(
+        self,
+        slot_id: int,
+        path: str,
+        *,
+        generation: int,
+        part_no: int,
+        sha256: str,
+        body: AsyncIterable[bytes],
+        content_length: int | None,
+    ) -> bool:
+        """Store one part sent by a peer, verified against `sha256`. True: it was
+        already here (the body is drained and dropped)."""
+        db = self._slot_db(slot_id, path)
+        existing = db.find_part(path, generation, part_no)
+        if existing is not None and existing.sha256 == sha256 and _file_exists(existing.path):
+            await self._receive(body, content_length, lambda _chunk: False, None)
+            return True
+        writer = PartWriter(
+            layout.generation_dir(db.directory, path, generation),
+            self.slots.tmp_dir(slot_id),
+            MAX_PART_BYTES,
+            first_part_no=part_no,
+        )
+        try:
+            await self._receive(body, content_length, writer.feed, writer.flush)
+            written = await self._run(writer.finish)
+        except BaseException:
+            writer.abort()
+            raise
+        if len(written.parts) != 1 or written.parts[0].sha256 != sha256:
+            recorded = db.find_part(path, generation, part_no)
+            if not (written.parts and recorded and recorded.path == written.parts[0].path):
+                # (A file with the same name is a recorded part with these very bytes: keep it.)
+                await self._run(writer.abort)
+            raise BadRequest(
+                f"part body has sha256 {written.sha256}, not {sha256}"
+                if written.parts
+                else "a part cannot be empty"
+            )
+        part = written.parts[0]
+        new = NewPart(
+            part_no=part_no,
+            sha256=part.sha256,
+            size_bytes=part.size,
+            path=part.path,
+            block_crc32c=part.block_crc32c,
+        )
+        try:
+            await self._run(db.insert_part, path, generation, new)
+        except BaseException:
+            writer.abort()
+            raise
+        return False
+
+    async def part_stream(
+        self, slot_id: int, path: str, *, generation: int, part_no: int, sha256: str
+    ) -> tuple[int, AsyncIterator[bytes]]:
+        """Size and verified bytes of one stored part."""
+        db = self._slot_db(slot_id, path)
+        row = db.find_part(path, generation, part_no)
+        if row is None or row.sha256 != sha256:
+            raise NotFound(
+                f"part {part_no} ({sha256}) of {path!r} generation {generation} is not here"
+            )
+        size = row.size_bytes if row.size_bytes >= 0 else _file_size(row.path)
+        reader = RangeReader([PartRef(row.path, size, row.sha256, row.block_crc32c)], 0, size)
+        first = await self._run(self._verified_chunk, reader, slot_id, path, generation)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            chunk = first
+            while chunk is not None:
+                yield chunk
+                chunk = await self._run(self._verified_chunk, reader, slot_id, path, generation)
+
+        return size, chunks()
+
+    async def apply_head(self, slot_id: int, head: Head) -> bool:
+        """Apply a head sent by a peer if it wins (§6); with it, its write-id record."""
+        db = self._slot_db(slot_id, head.blob_path)
+        return await self._run(self._commit, db, head, [], self._write_record(head))
+
+    async def abort_head(self, slot_id: int, path: str, generation: int, head_sha256: str) -> bool:
+        """Remove a head whose write missed its quorum, where it is still that head."""
+        db = self._slot_db(slot_id, path)
+
+        def remove() -> bool:
+            removed = db.remove_head(path, generation, head_sha256)
+            if removed:
+                self.index.reconcile_slot(slot_id, db.all_heads)
+            return removed
+
+        return await self._run(remove)
 
     # ---- LIST ----------------------------------------------------------------------
 
@@ -472,6 +579,14 @@ class BlobStore:
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator
+
+
+def _file_exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _file_size(path: str) -> int:
+    return os.path.getsize(path)
 
 
 def _check_write_id(write_id: str) -> None:

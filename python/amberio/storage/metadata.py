@@ -247,6 +247,8 @@ class SlotDb:
     ) -> bool:
         """Apply `head` (with its part rows and write-id record) if it wins (§6).
 
+        An identical head (same generation and sha256) already present counts as applied.
+
         One transaction, fsynced (WAL, synchronous=FULL). Returns False, changing
         nothing, when the current head wins.
         """
@@ -263,14 +265,14 @@ class SlotDb:
                     (self.slot_id, head.blob_path),
                 ).fetchall()
                 current = winner([h for h in (self._safe_head(r) for r in rows) if h is not None])
+                if current is not None and current.rank == head.rank:
+                    conn.execute("ROLLBACK")
+                    return True
                 if not head.beats(current):
                     conn.execute("ROLLBACK")
                     return False
-                conn.execute(
-                    "DELETE FROM file_entries WHERE slot_id = ? AND blob_path = ? "
-                    "AND file_kind IN ('meta', 'tombstone')",
-                    (self.slot_id, head.blob_path),
-                )
+                # Older heads stay (GC removes them after the grace period): an abort of
+                # this write (remove_head) must leave the previous head visible again.
                 file_name = (
                     "meta.json" if head.head_kind == "meta" else f"tombstone.{head.head_sha256}"
                 )
@@ -345,6 +347,72 @@ class SlotDb:
             return self._head_from_row(row)
         except DataCorrupted:
             return None
+
+    def find_part(self, blob_path: str, generation: int, part_no: int) -> PartRow | None:
+        return self.parts(blob_path, generation, part_no, part_no).get(part_no)
+
+    def insert_part(self, blob_path: str, generation: int, part: NewPart) -> bool:
+        """Record one part that arrived on its own (internal API). False: already recorded."""
+        now = now_rfc3339()
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = conn.execute(
+                    "SELECT 1 FROM file_entries WHERE slot_id = ? AND blob_path = ? AND "
+                    "generation = ? AND part_no = ? AND file_kind = 'part' AND sha256 = ?",
+                    (self.slot_id, blob_path, generation, part.part_no, part.sha256),
+                ).fetchone()
+                if found is None:
+                    conn.execute(
+                        "INSERT INTO file_entries (slot_id, blob_path, file_name, file_kind, "
+                        "storage_kind, external_path, size_bytes, sha256, generation, part_no, "
+                        "created_at, updated_at, block_crc32c) VALUES "
+                        "(?, ?, ?, 'part', 'external', ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            self.slot_id,
+                            blob_path,
+                            os.path.basename(part.path),
+                            os.path.relpath(part.path, self.directory),
+                            part.size_bytes,
+                            part.sha256,
+                            generation,
+                            part.part_no,
+                            now,
+                            now,
+                            part.block_crc32c,
+                        ),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return found is None
+
+    def remove_head(self, blob_path: str, generation: int, head_sha256: str) -> bool:
+        """Abort of a write that missed its quorum: drop the head only if it is still
+        exactly the one that write applied (and its write-id record with it)."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = conn.execute(
+                    "DELETE FROM file_entries WHERE slot_id = ? AND blob_path = ? AND "
+                    "file_kind IN ('meta', 'tombstone') AND generation = ? AND sha256 = ?",
+                    (self.slot_id, blob_path, generation, head_sha256),
+                ).rowcount
+                if removed:
+                    conn.execute(
+                        "DELETE FROM write_ids WHERE blob_path = ? AND generation = ?",
+                        (blob_path, generation),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return removed > 0
 
     def store_block_crcs(self, row_id: int, crcs: bytes) -> None:
         """Keep lazily computed block checksums beside a part (in its row)."""
