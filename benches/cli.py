@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "srv = server process: CPU seconds in the timed window (and % of one core), RSS at the\n"
         "  window's start (RSS0) and its peak sampled every 50 ms; lg = load generator; other =\n"
-        "  CPU seconds the rest of the machine used in the window; MB = 10^6 bytes"
+        "  busy CPU seconds of everything else in the window (other processes, and kernel\n"
+        "  threads such as page writeback and network softirqs); MB = 10^6 bytes"
     )
     for c in checks:
         print(f"  [{'ok' if c['ok'] else 'MISS'}] {c['target']}: {c['value']}")
