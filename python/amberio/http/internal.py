@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from amberio.cluster import signing
 from amberio.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from amberio.http.messages import Request, send_json, send_stream
 from amberio.storage.heads import Head
@@ -37,10 +38,27 @@ _head_update = msgspec.json.Decoder(HeadUpdate)
 
 
 async def handle(node: Node, req: Request) -> None:
+    secret = node.runtime.state.cluster_secret
+    if secret:
+        signing.verify(
+            secret,
+            req.method,
+            req.path,
+            req.query_string,
+            node_id=req.header(signing.NODE_HEADER),
+            timestamp=req.header(signing.TIMESTAMP_HEADER),
+            signature=req.header(signing.SIGNATURE_HEADER),
+        )
     parts = req.path[len(PREFIX) :].strip("/").split("/")
     if len(parts) >= 3 and parts[0] == "slots":
         slot_id = _slot(node, parts[1])
         rest = parts[2:]
+        if rest == ["parts"] and req.method == "GET":
+            _list_parts(node, req, slot_id)
+            return
+        if rest == ["writes"] and req.method == "GET":
+            _get_write(node, req, slot_id)
+            return
         if rest == ["heads"]:
             if req.method == "GET":
                 _get_heads(node, req, slot_id)
@@ -167,6 +185,30 @@ async def _abort_head(node: Node, req: Request, slot_id: int) -> None:
     head_sha256 = _sha256(req.query.get("head_sha256", ""), "head_sha256")
     removed = await node.blobs.abort_head(slot_id, path, generation, head_sha256)
     send_json(req, 200, {"removed": removed, "generation": generation})
+
+
+def _list_parts(node: Node, req: Request, slot_id: int) -> None:
+    """Part rows of one generation (extension of §8: peers need the shas to fetch parts)."""
+    path = _path(req)
+    generation = _int_query(req, "generation", 1)
+    rows = node.blobs.part_rows(slot_id, path, generation)
+    send_json(
+        req,
+        200,
+        [{"part_no": r.part_no, "sha256": r.sha256, "size_bytes": r.size_bytes} for r in rows],
+    )
+
+
+def _get_write(node: Node, req: Request, slot_id: int) -> None:
+    """A write-id record (extension of §8: replay of a retry on any node)."""
+    path = _path(req)
+    write_id = req.query.get("write_id")
+    if not write_id:
+        raise BadRequest("query parameter 'write_id' is required")
+    record = node.blobs.write_record(slot_id, path, write_id)
+    if record is None:
+        raise NotFound(f"no write {write_id!r} recorded for {path!r}")
+    send_json(req, 200, msgspec.to_builtins(record))
 
 
 def _get_heads(node: Node, req: Request, slot_id: int) -> None:

@@ -16,13 +16,19 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from amberio.core import IntegrityError, ObjectHasher, PartRef, PartWriter, RangeReader
+from amberio.core import (
+    IntegrityError,
+    ObjectHasher,
+    PartRef,
+    PartWriter,
+    RangeReader,
+    WrittenObject,
+)
 from amberio.errors import (
     BadRequest,
     DataCorrupted,
     IncompleteBody,
     NotFound,
-    QuorumNotReached,
     Unavailable,
     WriteIdConflict,
 )
@@ -105,7 +111,7 @@ class BlobStore:
         # path on this node never share a generation.
         self._reserved: dict[str, int] = {}
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _local_db(self, path: str) -> tuple[int, SlotDb]:
@@ -117,20 +123,12 @@ class BlobStore:
             )
         return slot_id, self.slots.db(slot_id)
 
-    def _check_quorum(self) -> None:
-        # Refuse before writing anything (§6): this node commits only its own replica.
-        if self.write_quorum > 1:
-            raise QuorumNotReached(
-                f"W={self.write_quorum} needs {self.write_quorum} replicas but this build "
-                "commits on the local replica only (replication is not implemented yet)"
-            )
-
-    def _reserve_generation(self, db: SlotDb, path: str) -> int:
+    def reserve_generation(self, db: SlotDb, path: str) -> int:
         generation = max(db.max_generation(path), self._reserved.get(path, 0)) + 1
         self._reserved[path] = generation
         return generation
 
-    def _release_generation(self, path: str, generation: int) -> None:
+    def release_generation(self, path: str, generation: int) -> None:
         if self._reserved.get(path) == generation:
             del self._reserved[path]
 
@@ -150,7 +148,6 @@ class BlobStore:
         anything an API layer keeps) are stored in the head's meta document as given; they
         cannot replace the fields this method sets."""
         slot_id, db = self._local_db(path)
-        self._check_quorum()
         if write_id is not None:
             _check_write_id(write_id)
             record = db.write_record(path, write_id)
@@ -158,7 +155,7 @@ class BlobStore:
                 return await self._replay_put(path, slot_id, record, body, content_length)
         else:
             write_id = uuid.uuid4().hex
-        generation = self._reserve_generation(db, path)
+        generation = self.reserve_generation(db, path)
         try:
             writer = PartWriter(
                 layout.generation_dir(db.directory, path, generation),
@@ -166,50 +163,32 @@ class BlobStore:
                 self.part_size,
             )
             try:
-                await self._receive(body, content_length, writer.feed, writer.flush)
-                written = await self._run(writer.finish)
+                await self.receive_body(body, content_length, writer.feed, writer.flush)
+                written = await self.run(writer.finish)
             except BaseException:
                 writer.abort()
                 raise
-            document: dict[str, Any] = {
-                "path": path,
-                "slot_id": slot_id,
-                "generation": generation,
-                "version": generation,
-                "size_bytes": written.size,
-                "etag": written.md5,
-                "md5": written.md5,
-                "sha256": written.sha256,
-                "part_size": self.part_size,
-                "part_count": len(written.parts),
-                "part_index_state": "complete",
-                "updated_at": now_rfc3339(),
-                "write_id": write_id,
-            }
-            if content_type:
-                document["content_type"] = content_type
-            if extra:
-                document = {**extra, **document}
+            document = meta_document(
+                path,
+                slot_id=slot_id,
+                generation=generation,
+                written=written,
+                part_size=self.part_size,
+                write_id=write_id,
+                content_type=content_type,
+                extra=extra,
+            )
             head = Head.from_document(path, "meta", document)
-            parts = [
-                NewPart(
-                    part_no=p.part_no,
-                    sha256=p.sha256,
-                    size_bytes=p.size,
-                    path=p.path,
-                    block_crc32c=p.block_crc32c,
-                )
-                for p in written.parts
-            ]
-            record = self._write_record(head)
+            parts = new_parts(written)
+            record = self.write_record_for(head)
             try:
-                applied = await self._run(self._commit, db, head, parts, record)
+                applied = await self.run(self.commit, db, head, parts, record)
             except BaseException:
                 writer.abort()
                 raise
             if not applied:
                 # A newer head arrived meanwhile (another writer of this slot's database).
-                await self._run(writer.abort)
+                await self.run(writer.abort)
                 log.info("PUT %r generation %d was superseded before commit", path, generation)
             return PutResult(
                 path=path,
@@ -220,9 +199,9 @@ class BlobStore:
                 committed_replicas=1,
             )
         finally:
-            self._release_generation(path, generation)
+            self.release_generation(path, generation)
 
-    def _write_record(self, head: Head) -> WriteRecord | None:
+    def write_record_for(self, head: Head) -> WriteRecord | None:
         """The idempotency record of a head: derived from the head itself, so it travels
         with the head to every replica that applies it."""
         doc = head.document
@@ -240,7 +219,7 @@ class BlobStore:
             committed_replicas=max(1, self.write_quorum),
         )
 
-    def _commit(
+    def commit(
         self, db: SlotDb, head: Head, parts: list[NewPart], record: WriteRecord | None
     ) -> bool:
         applied = db.commit_head(head, parts, record)
@@ -248,7 +227,7 @@ class BlobStore:
             self.index.record(head, db.slot_id)
         return applied
 
-    async def _receive(
+    async def receive_body(
         self,
         body: AsyncIterable[bytes],
         content_length: int | None,
@@ -264,7 +243,7 @@ class BlobStore:
                 if content_length is not None and received > content_length:
                     raise BadRequest("request body is longer than Content-Length")
                 if feed(chunk) and flush is not None:
-                    await self._run(flush)
+                    await self.run(flush)
         except (BadRequest, asyncio.CancelledError):
             raise
         except Exception as exc:  # the client hung up mid-body
@@ -289,7 +268,7 @@ class BlobStore:
             hasher.update(chunk)
             return False
 
-        await self._receive(body, content_length, feed, None)
+        await self.receive_body(body, content_length, feed, None)
         size = hasher.size
         sha256, _md5 = hasher.finish()
         if record.head_kind != "meta" or record.body_sha256 != sha256 or record.size_bytes != size:
@@ -311,7 +290,6 @@ class BlobStore:
 
     async def delete(self, path: str, *, write_id: str | None) -> DeleteResult:
         slot_id, db = self._local_db(path)
-        self._check_quorum()
         if write_id is not None:
             _check_write_id(write_id)
             record = db.write_record(path, write_id)
@@ -326,22 +304,16 @@ class BlobStore:
         current = db.read_head(path)
         if current is None or current.deleted:
             raise NotFound(f"blob {path!r} not found")
-        generation = self._reserve_generation(db, path)
+        generation = self.reserve_generation(db, path)
         try:
-            document = {
-                "path": path,
-                "slot_id": slot_id,
-                "generation": generation,
-                "version": generation,
-                "deleted": True,
-                "write_id": write_id,
-                "updated_at": now_rfc3339(),
-            }
+            document = tombstone_document(
+                path, slot_id=slot_id, generation=generation, write_id=write_id
+            )
             head = Head.from_document(path, "tombstone", document)
-            await self._run(self._commit, db, head, [], self._write_record(head))
+            await self.run(self.commit, db, head, [], self.write_record_for(head))
             return DeleteResult(path=path, generation=generation)
         finally:
-            self._release_generation(path, generation)
+            self.release_generation(path, generation)
 
     # ---- GET / HEAD ----------------------------------------------------------------
 
@@ -388,7 +360,7 @@ class BlobStore:
         inline = plan.length <= INLINE_READ_LIMIT
         first = self._read_chunk(reader, rows, plan) if inline else None
         if not inline:
-            first = await self._run(self._read_chunk, reader, rows, plan)
+            first = await self.run(self._read_chunk, reader, rows, plan)
         return self._stream(reader, rows, plan, first, inline)
 
     async def _stream(
@@ -405,12 +377,12 @@ class BlobStore:
             if inline:
                 chunk = self._read_chunk(reader, rows, plan)
             else:
-                chunk = await self._run(self._read_chunk, reader, rows, plan)
+                chunk = await self.run(self._read_chunk, reader, rows, plan)
         computed = reader.computed_block_crcs()
         if computed:
             db = self.slots.db(plan.slot_id)
             for index, crcs in computed:
-                await self._run(db.store_block_crcs, rows[index].row_id, crcs)
+                await self.run(db.store_block_crcs, rows[index].row_id, crcs)
 
     def _read_chunk(self, reader: RangeReader, rows: list[PartRow], plan: ReadPlan) -> bytes | None:
         return self._verified_chunk(reader, plan.slot_id, plan.head.blob_path, plan.meta.generation)
@@ -462,7 +434,7 @@ class BlobStore:
         db = self._slot_db(slot_id, path)
         existing = db.find_part(path, generation, part_no)
         if existing is not None and existing.sha256 == sha256 and _file_exists(existing.path):
-            await self._receive(body, content_length, lambda _chunk: False, None)
+            await self.receive_body(body, content_length, lambda _chunk: False, None)
             return True
         writer = PartWriter(
             layout.generation_dir(db.directory, path, generation),
@@ -471,8 +443,8 @@ class BlobStore:
             first_part_no=part_no,
         )
         try:
-            await self._receive(body, content_length, writer.feed, writer.flush)
-            written = await self._run(writer.finish)
+            await self.receive_body(body, content_length, writer.feed, writer.flush)
+            written = await self.run(writer.finish)
         except BaseException:
             writer.abort()
             raise
@@ -480,7 +452,7 @@ class BlobStore:
             recorded = db.find_part(path, generation, part_no)
             if not (written.parts and recorded and recorded.path == written.parts[0].path):
                 # (A file with the same name is a recorded part with these very bytes: keep it.)
-                await self._run(writer.abort)
+                await self.run(writer.abort)
             raise BadRequest(
                 f"part body has sha256 {written.sha256}, not {sha256}"
                 if written.parts
@@ -495,7 +467,7 @@ class BlobStore:
             block_crc32c=part.block_crc32c,
         )
         try:
-            await self._run(db.insert_part, path, generation, new)
+            await self.run(db.insert_part, path, generation, new)
         except BaseException:
             writer.abort()
             raise
@@ -513,20 +485,28 @@ class BlobStore:
             )
         size = row.size_bytes if row.size_bytes >= 0 else _file_size(row.path)
         reader = RangeReader([PartRef(row.path, size, row.sha256, row.block_crc32c)], 0, size)
-        first = await self._run(self._verified_chunk, reader, slot_id, path, generation)
+        first = await self.run(self._verified_chunk, reader, slot_id, path, generation)
 
         async def chunks() -> AsyncIterator[bytes]:
             chunk = first
             while chunk is not None:
                 yield chunk
-                chunk = await self._run(self._verified_chunk, reader, slot_id, path, generation)
+                chunk = await self.run(self._verified_chunk, reader, slot_id, path, generation)
 
         return size, chunks()
+
+    def part_rows(self, slot_id: int, path: str, generation: int) -> list[PartRow]:
+        db = self._slot_db(slot_id, path)
+        rows = db.parts(path, generation, 0, 2**62)
+        return [rows[n] for n in sorted(rows)]
+
+    def write_record(self, slot_id: int, path: str, write_id: str) -> WriteRecord | None:
+        return self._slot_db(slot_id, path).write_record(path, write_id)
 
     async def apply_head(self, slot_id: int, head: Head) -> bool:
         """Apply a head sent by a peer if it wins (§6); with it, its write-id record."""
         db = self._slot_db(slot_id, head.blob_path)
-        return await self._run(self._commit, db, head, [], self._write_record(head))
+        return await self.run(self.commit, db, head, [], self.write_record_for(head))
 
     async def abort_head(self, slot_id: int, path: str, generation: int, head_sha256: str) -> bool:
         """Remove a head whose write missed its quorum, where it is still that head."""
@@ -538,7 +518,7 @@ class BlobStore:
                 self.index.reconcile_slot(slot_id, db.all_heads)
             return removed
 
-        return await self._run(remove)
+        return await self.run(remove)
 
     # ---- LIST ----------------------------------------------------------------------
 
@@ -574,6 +554,67 @@ class BlobStore:
             self.index.reconcile_slot(slot_id, db.all_heads)
             count += len(self.index.list_slot(slot_id))
         return count
+
+
+def meta_document(
+    path: str,
+    *,
+    slot_id: int,
+    generation: int,
+    written: WrittenObject,
+    part_size: int,
+    write_id: str,
+    content_type: str | None,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The meta head of a new generation (§5): small, no list of parts."""
+    document: dict[str, Any] = {
+        "path": path,
+        "slot_id": slot_id,
+        "generation": generation,
+        "version": generation,
+        "size_bytes": written.size,
+        "etag": written.md5,
+        "md5": written.md5,
+        "sha256": written.sha256,
+        "part_size": part_size,
+        "part_count": len(written.parts),
+        "part_index_state": "complete",
+        "updated_at": now_rfc3339(),
+        "write_id": write_id,
+    }
+    if content_type:
+        document["content_type"] = content_type
+    if extra:
+        document = {**extra, **document}
+    return document
+
+
+def tombstone_document(
+    path: str, *, slot_id: int, generation: int, write_id: str
+) -> dict[str, Any]:
+    return {
+        "path": path,
+        "slot_id": slot_id,
+        "generation": generation,
+        "version": generation,
+        "deleted": True,
+        "write_id": write_id,
+        "updated_at": now_rfc3339(),
+    }
+
+
+def new_parts(written: WrittenObject) -> list[NewPart]:
+    return [
+        NewPart(
+            part_no=p.part_no,
+            sha256=p.sha256,
+            size_bytes=p.size,
+            path=p.path,
+            block_crc32c=p.block_crc32c,
+        )
+        for p in written.parts
+    ]
 
 
 async def _empty() -> AsyncIterator[bytes]:
