@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"machine: {machine['nproc']} cores, {machine['cpu_model']}; "
         f"load average at start {load_at_start[0]:.2f}; "
-        f"server startup to /health 200: {startup * 1000:.0f} ms"
+        f"server startup to /health 200: {startup * 1000:.0f} ms, "
+        f"stop after SIGTERM: {server.stop_seconds * 1000:.0f} ms (exit status {exit_code})"
     )
     print(
         "srv = server process: CPU seconds in the timed window (and % of one core), RSS at the\n"
