@@ -81,7 +81,7 @@ def _only(req: Request, *methods: str) -> None:
 
 async def _blob(node: Node, req: Request, raw_path: str) -> None:
     path = normalize_path(raw_path)
-    store = node.blobs
+    store = node.coordinator
     if req.method == "PUT":
         result = await store.put(
             path,
@@ -102,7 +102,7 @@ async def _blob(node: Node, req: Request, raw_path: str) -> None:
             payload["idempotent_replay"] = True
         send_json(req, 200 if result.idempotent_replay else 201, payload)
     elif req.method in ("GET", "HEAD"):
-        plan = store.plan_read(path, req.header("range"))
+        plan = await store.plan_read(path, req.header("range"))
         headers = _read_headers(plan)
         status = 206 if plan.range is not None else 200
         if req.method == "HEAD":

@@ -11,6 +11,7 @@ from amberio.http.messages import Request, StreamLimits, send_error, send_json
 
 if TYPE_CHECKING:
     from amberio.cluster.bootstrap import Runtime
+    from amberio.cluster.replication import Coordinator
     from amberio.storage.blobs import BlobStore
     from amberio.storage.slots import SlotStore
 
@@ -21,12 +22,18 @@ class Node:
     """Everything a handler needs about the running node."""
 
     def __init__(
-        self, runtime: Runtime, slots: SlotStore, blobs: BlobStore, limits: StreamLimits
+        self,
+        runtime: Runtime,
+        slots: SlotStore,
+        blobs: BlobStore,
+        coordinator: Coordinator,
+        limits: StreamLimits,
     ) -> None:
         self.runtime = runtime
         self.node_id = runtime.node_id
         self.slots = slots
         self.blobs = blobs
+        self.coordinator = coordinator
         self.limits = limits
 
 

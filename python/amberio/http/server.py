@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from amberio.cluster.bootstrap import Runtime, bootstrap
 from amberio.cluster.liveness import run_heartbeats
+from amberio.cluster.peers import Peers
+from amberio.cluster.replication import Coordinator
 from amberio.config import Config
 from amberio.errors import ConfigError
 from amberio.http.messages import StreamLimits
@@ -88,7 +90,7 @@ async def _serve(config: Config, current_node: str | None, bind_override: str | 
         await runtime.close()
 
 
-def open_node(runtime: Runtime, executor: ThreadPoolExecutor) -> Node:
+def open_node(runtime: Runtime, executor: ThreadPoolExecutor, peers: Peers) -> Node:
     disks = runtime.node.disks
     slots = SlotStore(disks)
     slots.prepare()
@@ -104,7 +106,15 @@ def open_node(runtime: Runtime, executor: ThreadPoolExecutor) -> Node:
         holds=lambda slot_id: placement.holds(runtime.node_id, slot_id),
         write_quorum=placement.write_quorum,
     )
-    return Node(runtime, slots, blobs, StreamLimits())
+    coordinator = Coordinator(
+        node_id=runtime.node_id,
+        placement=placement,
+        blobs=blobs,
+        peers=peers,
+        registry=runtime.registry,
+        read_consistency=runtime.config.read_consistency,
+    )
+    return Node(runtime, slots, blobs, coordinator, StreamLimits())
 
 
 async def _serve_node(runtime: Runtime) -> int:
@@ -116,7 +126,8 @@ async def _serve_node(runtime: Runtime) -> int:
     raise_fd_limit()
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="amberio-io")
-    node = open_node(runtime, executor)
+    peers = Peers(runtime.state, runtime.node_id)
+    node = open_node(runtime, executor, peers)
     server = Server(
         App(node),
         address=runtime.bind_host,
@@ -141,6 +152,7 @@ async def _serve_node(runtime: Runtime) -> int:
     reconcile = loop.run_in_executor(executor, node.blobs.reconcile_index)
     reconcile.add_done_callback(_log_reconcile)
     watcher = asyncio.create_task(_watch_external_writes(node, executor, reconcile, stop))
+    liveness = asyncio.create_task(node.coordinator.watch_liveness(stop))
     log.info(
         "serving on http://%s:%d (cluster %s, namespace %s)",
         runtime.bind_host,
@@ -157,6 +169,9 @@ async def _serve_node(runtime: Runtime) -> int:
             await asyncio.wait_for(heartbeats, timeout=SHUTDOWN_GRACE_SECONDS)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(watcher, timeout=SHUTDOWN_GRACE_SECONDS)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(liveness, timeout=SHUTDOWN_GRACE_SECONDS)
+        await peers.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.wrap_future(reconcile), timeout=SHUTDOWN_GRACE_SECONDS)
         executor.shutdown(wait=True)

@@ -76,6 +76,8 @@ class ReadPlan(msgspec.Struct, kw_only=True):
     meta: BlobMeta
     range: ByteRange | None
     """None: the whole blob (status 200); else a 206 range."""
+    sources: list[str] = msgspec.field(default_factory=list)
+    """Replicas known to hold this head (for fetching parts this node lacks)."""
 
     @property
     def start(self) -> int:
@@ -182,7 +184,7 @@ class BlobStore:
             parts = new_parts(written)
             record = self.write_record_for(head)
             try:
-                applied = await self.run(self.commit, db, head, parts, record)
+                applied = await self.run(self.commit, self.slots.db(slot_id), head, parts, record)
             except BaseException:
                 writer.abort()
                 raise
@@ -467,7 +469,7 @@ class BlobStore:
             block_crc32c=part.block_crc32c,
         )
         try:
-            await self.run(db.insert_part, path, generation, new)
+            await self.run(self.slots.db(slot_id).insert_part, path, generation, new)
         except BaseException:
             writer.abort()
             raise
@@ -499,6 +501,12 @@ class BlobStore:
         db = self._slot_db(slot_id, path)
         rows = db.parts(path, generation, 0, 2**62)
         return [rows[n] for n in sorted(rows)]
+
+    def present_parts(self, slot_id: int, path: str, generation: int) -> set[int]:
+        """Part numbers of one generation that have a row and a file on this node."""
+        return {
+            r.part_no for r in self.part_rows(slot_id, path, generation) if os.path.exists(r.path)
+        }
 
     def write_record(self, slot_id: int, path: str, write_id: str) -> WriteRecord | None:
         return self._slot_db(slot_id, path).write_record(path, write_id)

@@ -24,6 +24,7 @@ from amberio.storage.heads import (
     winner,
 )
 
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_entries (
     id INTEGER PRIMARY KEY,
@@ -109,9 +110,14 @@ class SlotDb:
         os.makedirs(directory, exist_ok=True)
         self._write_lock = threading.Lock()
         self._writer = _connect(self.path)
-        self._writer.execute("PRAGMA journal_mode = WAL")
         self._writer.execute("PRAGMA synchronous = FULL")
-        self._writer.executescript(SCHEMA)
+        version = self._writer.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            # First touch (or a database another tool created): WAL is persistent, so this
+            # and the schema are set once, not at every open.
+            self._writer.execute("PRAGMA journal_mode = WAL")
+            self._writer.executescript(SCHEMA)
+            self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._reader = _connect(self.path)
         self._seen_version = self._data_version()
 

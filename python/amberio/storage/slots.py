@@ -8,21 +8,29 @@ import os
 import shutil
 import threading
 import time
+from collections import OrderedDict, deque
 
 from amberio.storage import layout
 from amberio.storage.metadata import SlotDb
 
 log = logging.getLogger("amberio.storage")
 
+MAX_OPEN_SLOTS = 128
+RETIRE_SECONDS = 120.0
+
 
 class SlotStore:
     """Opens each slot's database on first touch and keeps it open (one per slot)."""
 
-    def __init__(self, disks: list[str]) -> None:
+    def __init__(self, disks: list[str], max_open: int = MAX_OPEN_SLOTS) -> None:
         if not disks:
             raise ValueError("a node needs at least one disk")
         self.disks = disks
-        self._dbs: dict[int, SlotDb] = {}
+        self.max_open = max_open
+        self._dbs: OrderedDict[int, SlotDb] = OrderedDict()
+        # Databases pushed out of the LRU are closed only after RETIRE_SECONDS, so a
+        # request that fetched one just before keeps a working handle.
+        self._retired: deque[tuple[float, SlotDb]] = deque()
         self._open_lock = threading.Lock()
 
     def prepare(self) -> None:
@@ -51,15 +59,25 @@ class SlotStore:
         return layout.tmp_dir(layout.disk_for_slot(self.disks, slot_id))
 
     def db(self, slot_id: int) -> SlotDb:
-        """The slot's database, created (directory, schema, WAL) on first touch."""
-        found = self._dbs.get(slot_id)
-        if found is not None:
-            return found
+        """The slot's database, created (directory, schema, WAL) on first touch.
+
+        At most `max_open` stay open (least recently used first out): each open slot
+        costs a few hundred KiB and descriptors. Fetch it again for each short use rather
+        than holding it across a long request.
+        """
         with self._open_lock:
             found = self._dbs.get(slot_id)
-            if found is None:
-                found = SlotDb(slot_id, self.slot_dir(slot_id))
-                self._dbs[slot_id] = found
+            if found is not None:
+                self._dbs.move_to_end(slot_id)
+                return found
+            found = SlotDb(slot_id, self.slot_dir(slot_id))
+            self._dbs[slot_id] = found
+            now = time.monotonic()
+            while len(self._dbs) > self.max_open:
+                _, old = self._dbs.popitem(last=False)
+                self._retired.append((now, old))
+            while self._retired and now - self._retired[0][0] > RETIRE_SECONDS:
+                self._retired.popleft()[1].close()
             return found
 
     def open_dbs(self) -> list[SlotDb]:
@@ -98,3 +116,5 @@ class SlotStore:
             for db in self._dbs.values():
                 db.close()
             self._dbs.clear()
+            while self._retired:
+                self._retired.popleft()[1].close()

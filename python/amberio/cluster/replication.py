@@ -1,0 +1,520 @@
+"""Quorum writes and reads across a slot's replicas (contract §6).
+
+Any node coordinates any request. A write picks `1 + max(generation)` from a read quorum
+of heads, cuts the body into parts, copies the parts to every live replica, commits the
+head on all of them in parallel and answers once W replicas committed; when fewer than W
+commit, the head is aborted where it was applied. A read takes the winning head of
+`R - W + 1` replicas and serves its bytes from local parts, fetching missing parts from a
+replica that holds the winner (read-through).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from amberio.cluster.peers import PeerError, Peers
+from amberio.cluster.placement import Placement
+from amberio.cluster.registry import Registry
+from amberio.core import ObjectHasher, PartWriter
+from amberio.errors import NotFound, QuorumNotReached, Unavailable, WriteIdConflict
+from amberio.storage import layout
+from amberio.storage.blobs import (
+    BlobStore,
+    DeleteResult,
+    PutResult,
+    ReadPlan,
+    meta_document,
+    new_parts,
+    tombstone_document,
+)
+from amberio.storage.heads import Head, winner
+from amberio.storage.metadata import WriteRecord
+from amberio.storage.ranges import ByteRange
+
+log = logging.getLogger("amberio.cluster.replication")
+
+T = TypeVar("T")
+LIVENESS_REFRESH_SECONDS = 1.0
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        placement: Placement,
+        blobs: BlobStore,
+        peers: Peers,
+        registry: Registry,
+        read_consistency: str = "quorum",
+    ) -> None:
+        self.node_id = node_id
+        self.placement = placement
+        self.blobs = blobs
+        self.peers = peers
+        self.registry = registry
+        self.read_consistency = read_consistency
+        self._alive: set[str] = set(placement.node_ids)
+        self._reserved: dict[str, int] = {}
+
+    # ---- liveness ------------------------------------------------------------------
+
+    async def watch_liveness(self, stop: asyncio.Event) -> None:
+        """Refresh the set of live nodes from the registry's heartbeats."""
+        while not stop.is_set():
+            try:
+                live = await self.registry.live_nodes()
+                self._alive = set(live) | {self.node_id}
+            except Exception as exc:
+                log.debug("liveness refresh failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=LIVENESS_REFRESH_SECONDS)
+
+    def alive(self, node_id: str) -> bool:
+        return node_id == self.node_id or node_id in self._alive
+
+    def _mark_down(self, err: PeerError) -> None:
+        if err.status is None:  # no answer at all: skip it until its heartbeat says otherwise
+            self._alive.discard(err.node_id)
+
+    def _single(self, replicas: list[str]) -> bool:
+        return replicas == [self.node_id]
+
+    # ---- heads from a quorum -------------------------------------------------------
+
+    async def _on(
+        self, node_id: str, local: Callable[[], Awaitable[T]], remote: Callable[[], Awaitable[T]]
+    ) -> T:
+        return await (local() if node_id == self.node_id else remote())
+
+    async def _heads(
+        self, slot_id: int, path: str, replicas: list[str], want: int
+    ) -> list[tuple[str, Head | None]]:
+        """Heads of `path` from every live replica; at least `want` must answer."""
+
+        async def local() -> Head | None:
+            return self.blobs.head_of(path)[1]
+
+        def remote(node: str) -> Callable[[], Awaitable[Head | None]]:
+            return lambda: self.peers.get_head(node, slot_id, path)
+
+        alive = [r for r in replicas if self.alive(r)]
+        results = await asyncio.gather(
+            *(self._on(r, local, remote(r)) for r in alive), return_exceptions=True
+        )
+        answers: list[tuple[str, Head | None]] = []
+        for node, result in zip(alive, results, strict=True):
+            if isinstance(result, PeerError):
+                self._mark_down(result)
+                log.warning("reading the head of %r: %s", path, result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                answers.append((node, result))
+        if len(answers) < want:
+            raise QuorumNotReached(
+                f"read the head of {path!r} from {len(answers)} of {len(replicas)} replicas; "
+                f"{want} needed"
+            )
+        return answers
+
+    async def _find_record(
+        self, slot_id: int, path: str, replicas: list[str], write_id: str
+    ) -> WriteRecord | None:
+        async def local() -> WriteRecord | None:
+            return self.blobs.write_record(slot_id, path, write_id)
+
+        def remote(node: str) -> Callable[[], Awaitable[WriteRecord | None]]:
+            async def call() -> WriteRecord | None:
+                found = await self.peers.write_record(node, slot_id, path, write_id)
+                return None if found is None else WriteRecord(**found)
+
+            return call
+
+        alive = [r for r in replicas if self.alive(r)]
+        results = await asyncio.gather(
+            *(self._on(r, local, remote(r)) for r in alive), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, WriteRecord):
+                return result
+        return None
+
+    # ---- PUT -----------------------------------------------------------------------
+
+    async def put(
+        self,
+        path: str,
+        body: AsyncIterable[bytes],
+        *,
+        content_length: int | None,
+        write_id: str | None,
+        content_type: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> PutResult:
+        slot_id = self.placement.slot_of(path)
+        replicas = self.placement.replicas(slot_id)
+        if self._single(replicas):
+            return await self.blobs.put(
+                path,
+                body,
+                content_length=content_length,
+                write_id=write_id,
+                content_type=content_type,
+                extra=extra,
+            )
+        quorum = self.placement.write_quorum
+        self._refuse_below_quorum(slot_id, replicas, quorum)
+        if write_id is not None:
+            record = await self._find_record(slot_id, path, replicas, write_id)
+            if record is not None:
+                return await self._replay_put(path, slot_id, record, body, content_length)
+        else:
+            write_id = uuid.uuid4().hex
+        heads = await self._heads(slot_id, path, replicas, self.placement.read_quorum)
+        generation = self._reserve(path, heads)
+        local = self.node_id in replicas
+        slot_dir = self.blobs.slots.slot_dir(slot_id)
+        tmp = self.blobs.slots.tmp_dir(slot_id)
+        staging = None if local else os.path.join(tmp, f"stage-{uuid.uuid4().hex}")
+        directory = (
+            layout.generation_dir(slot_dir, path, generation) if staging is None else staging
+        )
+        writer = PartWriter(directory, tmp, self.blobs.part_size)
+        committed_locally = False
+        try:
+            await self.blobs.receive_body(body, content_length, writer.feed, writer.flush)
+            written = await self.blobs.run(writer.finish)
+            document = meta_document(
+                path,
+                slot_id=slot_id,
+                generation=generation,
+                written=written,
+                part_size=self.blobs.part_size,
+                write_id=write_id,
+                content_type=content_type,
+                extra=extra,
+            )
+            head = Head.from_document(path, "meta", document)
+            remotes = [r for r in replicas if r != self.node_id and self.alive(r)]
+            sent = await asyncio.gather(
+                *(self._send_parts(r, slot_id, head, written.parts) for r in remotes),
+                return_exceptions=True,
+            )
+            holders = [r for r, ok in zip(remotes, sent, strict=True) if ok is True]
+            if local:
+                holders.insert(0, self.node_id)
+            if len(holders) < quorum:
+                raise QuorumNotReached(
+                    f"parts of {path!r} reached {len(holders)} replicas; W={quorum}"
+                )
+            acks = await self._commit_heads(slot_id, head, holders, written)
+            committed_locally = self.node_id in acks
+            if len(acks) < quorum:
+                await self._abort(slot_id, head, acks)
+                committed_locally = False
+                raise QuorumNotReached(
+                    f"the head of {path!r} was committed on {len(acks)} replicas; W={quorum}"
+                )
+            return PutResult(
+                path=path,
+                slot_id=slot_id,
+                generation=generation,
+                etag=written.md5,
+                size_bytes=written.size,
+                committed_replicas=len(acks),
+            )
+        except BaseException:
+            if not committed_locally:
+                writer.abort()
+            raise
+        finally:
+            self._release(path, generation)
+            if staging is not None:
+                await self.blobs.run(shutil.rmtree, staging, True)
+
+    def _refuse_below_quorum(self, slot_id: int, replicas: list[str], quorum: int) -> None:
+        alive = [r for r in replicas if self.alive(r)]
+        if len(alive) < quorum:
+            raise QuorumNotReached(
+                f"only {len(alive)} of the {len(replicas)} replicas of slot {slot_id} are "
+                f"alive ({', '.join(alive) or 'none'}); W={quorum}"
+            )
+
+    def _reserve(self, path: str, heads: list[tuple[str, Head | None]]) -> int:
+        highest = max((h.generation for _, h in heads if h is not None), default=0)
+        generation = max(highest, self._reserved.get(path, 0)) + 1
+        self._reserved[path] = generation
+        return generation
+
+    def _release(self, path: str, generation: int) -> None:
+        if self._reserved.get(path) == generation:
+            del self._reserved[path]
+
+    async def _send_parts(self, node: str, slot_id: int, head: Head, parts: list[Any]) -> bool:
+        try:
+            for part in parts:
+                await self.peers.put_part(
+                    node,
+                    slot_id,
+                    head.blob_path,
+                    head.generation,
+                    part.part_no,
+                    part.sha256,
+                    part.path,
+                    part.size,
+                )
+        except PeerError as err:
+            self._mark_down(err)
+            log.warning("copying parts of %r to %s failed: %s", head.blob_path, node, err)
+            return False
+        return True
+
+    async def _commit_heads(
+        self, slot_id: int, head: Head, holders: list[str], written: Any = None
+    ) -> list[str]:
+        """Commit `head` on `holders` in parallel; the nodes that hold it afterwards."""
+
+        async def local() -> bool:
+            db = self.blobs.slots.db(slot_id)
+            parts = new_parts(written) if written is not None else []
+            record = self.blobs.write_record_for(head)
+            return await self.blobs.run(self.blobs.commit, db, head, parts, record)
+
+        def remote(node: str) -> Callable[[], Awaitable[bool]]:
+            return lambda: self.peers.put_head(node, slot_id, head)
+
+        results = await asyncio.gather(
+            *(self._on(n, local, remote(n)) for n in holders), return_exceptions=True
+        )
+        acks: list[str] = []
+        for node, result in zip(holders, results, strict=True):
+            if isinstance(result, PeerError):
+                self._mark_down(result)
+                log.warning(
+                    "committing the head of %r on %s failed: %s", head.blob_path, node, result
+                )
+            elif isinstance(result, BaseException):
+                log.error(
+                    "committing the head of %r on %s failed: %r", head.blob_path, node, result
+                )
+            else:
+                # Not applied means a newer head already won there: durable all the same.
+                acks.append(node)
+        return acks
+
+    async def _abort(self, slot_id: int, head: Head, nodes: list[str]) -> None:
+        async def local() -> bool:
+            return await self.blobs.abort_head(
+                slot_id, head.blob_path, head.generation, head.head_sha256
+            )
+
+        def remote(node: str) -> Callable[[], Awaitable[bool]]:
+            return lambda: self.peers.abort_head(node, slot_id, head)
+
+        results = await asyncio.gather(
+            *(self._on(n, local, remote(n)) for n in nodes), return_exceptions=True
+        )
+        for node, result in zip(nodes, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning(
+                    "abort of %r generation %d on %s failed: %s",
+                    head.blob_path,
+                    head.generation,
+                    node,
+                    result,
+                )
+
+    async def _replay_put(
+        self,
+        path: str,
+        slot_id: int,
+        record: WriteRecord,
+        body: AsyncIterable[bytes],
+        content_length: int | None,
+    ) -> PutResult:
+        hasher = ObjectHasher()
+
+        def feed(chunk: bytes) -> bool:
+            hasher.update(chunk)
+            return False
+
+        await self.blobs.receive_body(body, content_length, feed, None)
+        size = hasher.size
+        sha256, _md5 = hasher.finish()
+        if record.head_kind != "meta" or record.body_sha256 != sha256 or record.size_bytes != size:
+            raise WriteIdConflict(
+                f"write id {record.write_id!r} was already used for a different "
+                f"{'delete' if record.head_kind == 'tombstone' else 'body'} of {path!r}"
+            )
+        return PutResult(
+            path=path,
+            slot_id=slot_id,
+            generation=record.generation,
+            etag=record.etag,
+            size_bytes=record.size_bytes,
+            committed_replicas=record.committed_replicas,
+            idempotent_replay=True,
+        )
+
+    # ---- DELETE --------------------------------------------------------------------
+
+    async def delete(self, path: str, *, write_id: str | None) -> DeleteResult:
+        slot_id = self.placement.slot_of(path)
+        replicas = self.placement.replicas(slot_id)
+        if self._single(replicas):
+            return await self.blobs.delete(path, write_id=write_id)
+        quorum = self.placement.write_quorum
+        self._refuse_below_quorum(slot_id, replicas, quorum)
+        if write_id is not None:
+            record = await self._find_record(slot_id, path, replicas, write_id)
+            if record is not None:
+                if record.head_kind != "tombstone":
+                    raise WriteIdConflict(
+                        f"write id {write_id!r} was already used for a PUT of {path!r}"
+                    )
+                return DeleteResult(path=path, generation=record.generation, idempotent_replay=True)
+        else:
+            write_id = uuid.uuid4().hex
+        heads = await self._heads(slot_id, path, replicas, self.placement.read_quorum)
+        current = winner([h for _, h in heads if h is not None])
+        if current is None or current.deleted:
+            raise NotFound(f"blob {path!r} not found")
+        generation = self._reserve(path, heads)
+        try:
+            head = Head.from_document(
+                path,
+                "tombstone",
+                tombstone_document(path, slot_id=slot_id, generation=generation, write_id=write_id),
+            )
+            holders = [r for r in replicas if self.alive(r)]
+            acks = await self._commit_heads(slot_id, head, holders)
+            if len(acks) < quorum:
+                await self._abort(slot_id, head, acks)
+                raise QuorumNotReached(
+                    f"the delete of {path!r} was committed on {len(acks)} replicas; W={quorum}"
+                )
+            return DeleteResult(path=path, generation=generation)
+        finally:
+            self._release(path, generation)
+
+    # ---- GET / HEAD ----------------------------------------------------------------
+
+    async def plan_read(self, path: str, range_header: str | None) -> ReadPlan:
+        slot_id = self.placement.slot_of(path)
+        replicas = self.placement.replicas(slot_id)
+        if self._single(replicas) or (
+            self.read_consistency == "local" and self.node_id in replicas
+        ):
+            return self.blobs.plan_read(path, range_header)
+        heads = await self._heads(slot_id, path, replicas, self.placement.read_quorum)
+        best = winner([h for _, h in heads if h is not None])
+        if best is None or best.deleted:
+            raise NotFound(f"blob {path!r} not found")
+        meta = best.meta()
+        byte_range = ByteRange.parse(range_header, meta.size_bytes)
+        plan = ReadPlan(slot_id=slot_id, head=best, meta=meta, range=byte_range)
+        plan.sources = [n for n, h in heads if h is not None and h.rank == best.rank]
+        return plan
+
+    async def open_stream(self, plan: ReadPlan) -> AsyncIterator[bytes]:
+        """Verified bytes of the plan, from local parts; parts this node lacks are fetched
+        from a replica holding the winning head and stored here first (read-through)."""
+        replicas = self.placement.replicas(plan.slot_id)
+        if plan.length == 0 or self._single(replicas):
+            return await self.blobs.open_stream(plan)
+        if self.node_id not in replicas:
+            return self._proxy(plan)
+        await self._materialize(plan)
+        return await self.blobs.open_stream(plan)
+
+    def _needed_parts(self, plan: ReadPlan) -> range:
+        part_size = plan.meta.part_size
+        return range(plan.start // part_size, (plan.start + plan.length - 1) // part_size + 1)
+
+    async def _materialize(self, plan: ReadPlan) -> None:
+        path, generation = plan.head.blob_path, plan.meta.generation
+        present = self.blobs.present_parts(plan.slot_id, path, generation)
+        missing = [n for n in self._needed_parts(plan) if n not in present]
+        local_head = self.blobs.head_of(path)[1]
+        if missing:
+            await self._fetch_parts(plan, missing)
+        if local_head is None or plan.head.beats(local_head):
+            # Read repair: this replica missed the winning head.
+            await self.blobs.apply_head(plan.slot_id, plan.head)
+
+    async def _fetch_parts(self, plan: ReadPlan, missing: list[int]) -> None:
+        path, generation = plan.head.blob_path, plan.meta.generation
+        errors: list[str] = []
+        for source in [s for s in plan.sources if s != self.node_id]:
+            try:
+                listing = {
+                    p.part_no: p
+                    for p in await self.peers.list_parts(source, plan.slot_id, path, generation)
+                }
+                for part_no in list(missing):
+                    entry = listing.get(part_no)
+                    if entry is None:
+                        continue
+                    await self.blobs.store_part(
+                        plan.slot_id,
+                        path,
+                        generation=generation,
+                        part_no=part_no,
+                        sha256=entry.sha256,
+                        body=self.peers.get_part(
+                            source, plan.slot_id, path, generation, part_no, entry.sha256
+                        ),
+                        content_length=entry.size_bytes,
+                    )
+                    missing.remove(part_no)
+                if not missing:
+                    return
+            except (PeerError, Exception) as exc:  # try the next source
+                if isinstance(exc, PeerError):
+                    self._mark_down(exc)
+                errors.append(str(exc))
+        raise Unavailable(
+            f"parts {missing} of {path!r} generation {generation} are not on this node and "
+            f"no replica could supply them ({'; '.join(errors) or 'no source holds them'})"
+        )
+
+    async def _proxy(self, plan: ReadPlan) -> AsyncIterator[bytes]:
+        """This node holds no replica of the slot: stream the range from a replica."""
+        path, generation = plan.head.blob_path, plan.meta.generation
+        part_size = plan.meta.part_size
+        sources = [s for s in plan.sources if s != self.node_id]
+        if not sources:
+            raise Unavailable(f"no replica of {path!r} answered")
+        source = sources[0]
+        listing = {
+            p.part_no: p
+            for p in await self.peers.list_parts(source, plan.slot_id, path, generation)
+        }
+        remaining = plan.length
+        offset = plan.start
+        for part_no in self._needed_parts(plan):
+            entry = listing.get(part_no)
+            if entry is None:
+                raise Unavailable(f"part {part_no} of {path!r} is missing on {source}")
+            skip = offset - part_no * part_size
+            async for chunk in self.peers.get_part(
+                source, plan.slot_id, path, generation, part_no, entry.sha256
+            ):
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                piece = chunk[skip : skip + remaining]
+                skip = 0
+                remaining -= len(piece)
+                offset += len(piece)
+                yield piece
+                if remaining == 0:
+                    return

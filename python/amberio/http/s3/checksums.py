@@ -1,0 +1,161 @@
+"""Streaming checksums S3 clients send: Content-MD5 and `x-amz-checksum-{crc32,crc32c,sha1,sha256}`.
+
+MD5/SHA come from hashlib and CRC32 from zlib. CRC32C comes from the Rust core, which gives
+the CRC32C of every 64 KiB block (`amberio.core.block_crc32c`); the whole-stream value is
+folded from those with the standard CRC combination (multiplication by x^(8n) modulo the
+Castagnoli polynomial), so no byte is checksummed in Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import struct
+import zlib
+from typing import Final, Protocol
+
+from amberio.core import BLOCK_SIZE, block_crc32c
+
+ALGORITHMS: Final = ("crc32", "crc32c", "sha1", "sha256")
+"""`x-amz-checksum-<name>` algorithms we verify, in their header spelling."""
+KNOWN_UNSUPPORTED: Final = ("crc64nvme",)
+DIGEST_SIZES: Final = {"crc32": 4, "crc32c": 4, "sha1": 20, "sha256": 32}
+XML_NAMES: Final = {"crc32": "CRC32", "crc32c": "CRC32C", "sha1": "SHA1", "sha256": "SHA256"}
+
+_CASTAGNOLI: Final = 0x82F63B78  # reflected
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a * b modulo the CRC32C polynomial (reflected bit order)."""
+    m = 1 << 31
+    p = 0
+    while True:
+        if a & m:
+            p ^= b
+            if (a & (m - 1)) == 0:
+                break
+        m >>= 1
+        b = (b >> 1) ^ _CASTAGNOLI if b & 1 else b >> 1
+    return p
+
+
+def _x2n_table() -> list[int]:
+    table = []
+    p = 1 << 30  # x^1
+    for _ in range(32):
+        table.append(p)
+        p = _multmodp(p, p)
+    return table
+
+
+_X2N: Final = _x2n_table()
+
+
+def _x8nmodp(n: int) -> int:
+    """x^(8n) modulo the polynomial."""
+    p = 1 << 31  # x^0
+    k = 3
+    while n:
+        if n & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return p
+
+
+_X_BLOCK: Final = _x8nmodp(BLOCK_SIZE)
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC32C of A+B from crc(A), crc(B) and len(B)."""
+    op = _X_BLOCK if len2 == BLOCK_SIZE else _x8nmodp(len2)
+    return _multmodp(op, crc1) ^ crc2
+
+
+class Crc32c:
+    """Streaming CRC32C over whole 64 KiB blocks from the Rust core."""
+
+    def __init__(self) -> None:
+        self._crc = 0
+        self._pending = bytearray()
+
+    def update(self, data: bytes) -> None:
+        pending = self._pending
+        if pending:
+            take = min(len(data), BLOCK_SIZE - len(pending))
+            pending += data[:take]
+            data = data[take:]
+            if len(pending) < BLOCK_SIZE:
+                return
+            self._fold(bytes(pending))
+            pending.clear()
+        whole = len(data) - len(data) % BLOCK_SIZE
+        if whole:
+            self._fold(data[:whole] if whole != len(data) else data)
+        if whole != len(data):
+            pending += data[whole:]
+
+    def _fold(self, blocks: bytes) -> None:
+        crcs = block_crc32c(blocks)
+        crc = self._crc
+        for (value,) in struct.iter_unpack("<I", crcs):
+            crc = _multmodp(_X_BLOCK, crc) ^ value
+        self._crc = crc
+
+    def digest(self) -> bytes:
+        crc = self._crc
+        if self._pending:
+            (tail,) = struct.unpack("<I", block_crc32c(bytes(self._pending)))
+            crc = crc32c_combine(crc, tail, len(self._pending))
+        return struct.pack(">I", crc)
+
+
+class Crc32:
+    def __init__(self) -> None:
+        self._crc = 0
+
+    def update(self, data: bytes) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+
+    def digest(self) -> bytes:
+        return struct.pack(">I", self._crc)
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+
+
+def new_hasher(algorithm: str) -> Hasher:
+    if algorithm == "crc32":
+        return Crc32()
+    if algorithm == "crc32c":
+        return Crc32c()
+    if algorithm == "sha1":
+        return hashlib.sha1()
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    if algorithm == "md5":
+        return hashlib.md5()
+    raise ValueError(f"unknown checksum algorithm {algorithm!r}")
+
+
+def b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def decode_b64(value: str, size: int) -> bytes | None:
+    """The digest in a base64 header value, or None when it is not `size` bytes of base64."""
+    try:
+        raw = base64.b64decode(value.strip().encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+    return raw if len(raw) == size else None
+
+
+def composite(algorithm: str, part_digests: list[bytes]) -> str:
+    """S3's checksum of a multipart object: checksum of the parts' checksums, `-<count>`."""
+    hasher = new_hasher(algorithm)
+    hasher.update(b"".join(part_digests))
+    return f"{b64(hasher.digest())}-{len(part_digests)}"

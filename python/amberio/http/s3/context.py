@@ -1,0 +1,95 @@
+"""Per-node gateway state and the per-request context handlers receive."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+from xml.etree.ElementTree import Element
+
+from amberio.http.messages import Request
+from amberio.http.s3 import xml
+from amberio.http.s3.auth import Signed, Verifier
+
+if TYPE_CHECKING:
+    from amberio.http.router import Node
+    from amberio.storage.blobs import BlobStore
+
+log = logging.getLogger("amberio.s3")
+
+XML_CONTENT_TYPE: Final = "application/xml"
+
+
+@dataclass(slots=True)
+class Gateway:
+    """What the S3 gateway keeps per node: the access keys and housekeeping timestamps."""
+
+    verifier: Verifier
+    last_sweep: float = 0.0
+    sweeping: bool = False
+    background: set[object] = field(default_factory=set)
+
+
+_gateways: weakref.WeakKeyDictionary[Node, Gateway] = weakref.WeakKeyDictionary()
+
+
+def gateway_for(node: Node) -> Gateway:
+    gateway = _gateways.get(node)
+    if gateway is None:
+        config = node.runtime.config.s3
+        credentials = {c.access_key_id: c.secret_access_key for c in config.credentials} if (
+            config is not None
+        ) else {}
+        gateway = Gateway(Verifier(credentials))
+        _gateways[node] = gateway
+        if credentials:
+            log.info(
+                "S3 gateway: SigV4 verified for %d access key(s) (header auth and presigned "
+                "URLs)",
+                len(credentials),
+            )
+        else:
+            log.warning(
+                "S3 gateway: no s3.credentials configured, so S3 requests are accepted "
+                "unsigned and signatures are not checked; configure s3.credentials to "
+                "require SigV4"
+            )
+    return gateway
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8).upper()
+
+
+@dataclass(slots=True)
+class Context:
+    node: Node
+    req: Request
+    gateway: Gateway
+    request_id: str
+    signed: Signed | None = None
+    responded: bool = False
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self.node.blobs
+
+    def base_headers(self) -> list[tuple[str, str]]:
+        return [("x-amz-request-id", self.request_id), ("x-amz-id-2", self.request_id)]
+
+    def send_xml(
+        self, status: int, root: Element, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        body = xml.to_bytes(root)
+        all_headers = [("content-type", XML_CONTENT_TYPE), *self.base_headers(), *(headers or [])]
+        self.responded = True
+        if self.req.method == "HEAD":
+            self.req.proto.response_empty(status, all_headers)
+        else:
+            self.req.proto.response_bytes(status, all_headers, body)
+
+    def send_empty(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
+        self.responded = True
+        self.req.proto.response_empty(status, [*self.base_headers(), *(headers or [])])
