@@ -20,6 +20,7 @@ from yarl import URL
 from amberio.cluster import signing
 from amberio.cluster.state import BootstrapState
 from amberio.storage.heads import Head
+from amberio.storage.index import IndexEntry
 
 log = logging.getLogger("amberio.cluster.peers")
 
@@ -56,6 +57,7 @@ class _HeadAnswer(msgspec.Struct):
 
 _head_answer = msgspec.json.Decoder(_HeadAnswer)
 _parts_answer = msgspec.json.Decoder(list[PartListing])
+_index_answer = msgspec.json.Decoder(list[IndexEntry])
 _json = msgspec.json.Encoder()
 
 
@@ -216,6 +218,18 @@ class Peers:
             raise PeerError(node_id, f"GET writes: HTTP {status}", status)
         answer: dict[str, Any] = msgspec.json.decode(data)
         return answer
+
+    async def list_index(
+        self, node_id: str, prefix: str, after: str | None, limit: int
+    ) -> list[IndexEntry]:
+        """A page of the node's listing index, tombstones included."""
+        params: dict[str, object] = {"prefix": prefix, "limit": limit}
+        if after is not None:
+            params["after"] = after
+        status, data = await self.call(node_id, "GET", f"{INTERNAL}/index", params, retries=1)
+        if status != 200:
+            raise PeerError(node_id, f"GET index: HTTP {status}", status)
+        return _index_answer.decode(data)
 
     # ---- parts ---------------------------------------------------------------------
 

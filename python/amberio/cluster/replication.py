@@ -35,6 +35,7 @@ from amberio.storage.blobs import (
     tombstone_document,
 )
 from amberio.storage.heads import Head, winner
+from amberio.storage.index import IndexEntry
 from amberio.storage.metadata import WriteRecord
 from amberio.storage.ranges import ByteRange
 
@@ -63,6 +64,7 @@ class Coordinator:
         self.read_consistency = read_consistency
         self._alive: set[str] = set(placement.node_ids)
         self._reserved: dict[str, int] = {}
+        self._holds_every_slot = len(placement.slots_of(node_id)) == placement.total_slots
 
     # ---- liveness ------------------------------------------------------------------
 
@@ -518,3 +520,55 @@ class Coordinator:
                 yield piece
                 if remaining == 0:
                     return
+
+    # ---- LIST ----------------------------------------------------------------------
+
+    async def list_blobs(
+        self, prefix: str, after: str | None, limit: int, include_deleted: bool
+    ) -> list[IndexEntry]:
+        """Up to `limit` entries in path order across the whole cluster (§7).
+
+        A node that holds every slot answers from its own index. Otherwise the pages of
+        every live node are merged: per path the highest generation wins (a tombstone over a
+        meta of the same generation), and a page is cut where the shortest full page ends,
+        so nothing past that point can be missing.
+        """
+        if self._holds_every_slot:
+            return self.blobs.list(prefix, after, limit, include_deleted)
+        nodes = [n for n in self.placement.node_ids if self.alive(n)]
+        found: list[IndexEntry] = []
+        cursor = after
+        while len(found) < limit:
+            pages = await asyncio.gather(
+                *(self._index_page(n, prefix, cursor, limit) for n in nodes),
+                return_exceptions=True,
+            )
+            merged: dict[str, IndexEntry] = {}
+            boundary: str | None = None
+            for node, page in zip(nodes, pages, strict=True):
+                if isinstance(page, BaseException):
+                    log.warning("listing the index of %s failed: %s", node, page)
+                    continue
+                if len(page) >= limit and page:
+                    last = page[-1].path
+                    boundary = last if boundary is None else min(boundary, last)
+                for entry in page:
+                    best = merged.get(entry.path)
+                    if best is None or (entry.generation, entry.deleted) > (
+                        best.generation,
+                        best.deleted,
+                    ):
+                        merged[entry.path] = entry
+            paths = sorted(p for p in merged if boundary is None or p <= boundary)
+            found.extend(merged[p] for p in paths if include_deleted or not merged[p].deleted)
+            if boundary is None:
+                break
+            cursor = boundary
+        return found[:limit]
+
+    async def _index_page(
+        self, node: str, prefix: str, after: str | None, limit: int
+    ) -> list[IndexEntry]:
+        if node == self.node_id:
+            return self.blobs.list(prefix, after, limit, True)
+        return await self.peers.list_index(node, prefix, after, limit)

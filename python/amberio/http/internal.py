@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 PREFIX = "/internal/v1"
 MAX_HEAD_BODY = 1024 * 1024
+MAX_INDEX_PAGE = 1001
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -50,6 +51,9 @@ async def handle(node: Node, req: Request) -> None:
             signature=req.header(signing.SIGNATURE_HEADER),
         )
     parts = req.path[len(PREFIX) :].strip("/").split("/")
+    if parts == ["index"] and req.method == "GET":
+        _list_index(node, req)
+        return
     if len(parts) >= 3 and parts[0] == "slots":
         slot_id = _slot(node, parts[1])
         rest = parts[2:]
@@ -185,6 +189,16 @@ async def _abort_head(node: Node, req: Request, slot_id: int) -> None:
     head_sha256 = _sha256(req.query.get("head_sha256", ""), "head_sha256")
     removed = await node.blobs.abort_head(slot_id, path, generation, head_sha256)
     send_json(req, 200, {"removed": removed, "generation": generation})
+
+
+def _list_index(node: Node, req: Request) -> None:
+    """A page of this node's listing index (extension of §8: LIST across nodes)."""
+    limit = _int_query(req, "limit", 1)
+    if limit > MAX_INDEX_PAGE:
+        raise BadRequest(f"limit must be at most {MAX_INDEX_PAGE}")
+    after = req.query.get("after")
+    entries = node.blobs.list(req.query.get("prefix", ""), after, limit, True)
+    send_json(req, 200, [msgspec.to_builtins(e) for e in entries])
 
 
 def _list_parts(node: Node, req: Request, slot_id: int) -> None:

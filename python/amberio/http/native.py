@@ -67,7 +67,7 @@ async def handle(node: Node, req: Request) -> None:
         )
     elif rest == "/blobs":
         _only(req, "GET")
-        _list(node, req)
+        await _list(node, req)
     elif rest.startswith("/blobs/"):
         await _blob(node, req, rest[len("/blobs/") :])
     else:
@@ -150,7 +150,7 @@ def http_date(rfc3339: str) -> str | None:
     return email.utils.format_datetime(stamp.astimezone(datetime.UTC), usegmt=True)
 
 
-def _list(node: Node, req: Request) -> None:
+async def _list(node: Node, req: Request) -> None:
     query = req.query
     prefix = query.get("prefix", "")
     limit = _int_param(query.get("limit"), "limit", DEFAULT_LIST_LIMIT)
@@ -159,7 +159,7 @@ def _list(node: Node, req: Request) -> None:
     include_deleted = _bool_param(query.get("include_deleted"), "include_deleted")
     cursor = query.get("cursor") or None
     after = decode_cursor(cursor) if cursor else None
-    entries = node.blobs.list(prefix, after, limit + 1, include_deleted)
+    entries = await node.coordinator.list_blobs(prefix, after, limit + 1, include_deleted)
     more = len(entries) > limit
     entries = entries[:limit]
     send_json(
