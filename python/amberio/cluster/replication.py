@@ -68,16 +68,29 @@ class Coordinator:
 
     # ---- liveness ------------------------------------------------------------------
 
+    async def refresh_liveness(self) -> None:
+        try:
+            live = await self.registry.live_nodes()
+        except Exception as exc:
+            log.debug("liveness refresh failed: %s", exc)
+            return
+        self._alive = set(live) | {self.node_id}
+
     async def watch_liveness(self, stop: asyncio.Event) -> None:
         """Refresh the set of live nodes from the registry's heartbeats."""
         while not stop.is_set():
-            try:
-                live = await self.registry.live_nodes()
-                self._alive = set(live) | {self.node_id}
-            except Exception as exc:
-                log.debug("liveness refresh failed: %s", exc)
+            await self.refresh_liveness()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=LIVENESS_REFRESH_SECONDS)
+
+    async def _live(self, replicas: list[str], need: int) -> list[str]:
+        """Replicas believed alive; asks the registry again before giving up on fewer
+        than `need` (a peer that just started may not be in the last refresh yet)."""
+        alive = [r for r in replicas if self.alive(r)]
+        if len(alive) < need:
+            await self.refresh_liveness()
+            alive = [r for r in replicas if self.alive(r)]
+        return alive
 
     def alive(self, node_id: str) -> bool:
         return node_id == self.node_id or node_id in self._alive
@@ -107,7 +120,7 @@ class Coordinator:
         def remote(node: str) -> Callable[[], Awaitable[Head | None]]:
             return lambda: self.peers.get_head(node, slot_id, path)
 
-        alive = [r for r in replicas if self.alive(r)]
+        alive = await self._live(replicas, want)
         results = await asyncio.gather(
             *(self._on(r, local, remote(r)) for r in alive), return_exceptions=True
         )
@@ -173,7 +186,7 @@ class Coordinator:
                 extra=extra,
             )
         quorum = self.placement.write_quorum
-        self._refuse_below_quorum(slot_id, replicas, quorum)
+        await self._refuse_below_quorum(slot_id, replicas, quorum)
         if write_id is not None:
             record = await self._find_record(slot_id, path, replicas, write_id)
             if record is not None:
@@ -242,8 +255,8 @@ class Coordinator:
             if staging is not None:
                 await self.blobs.run(shutil.rmtree, staging, True)
 
-    def _refuse_below_quorum(self, slot_id: int, replicas: list[str], quorum: int) -> None:
-        alive = [r for r in replicas if self.alive(r)]
+    async def _refuse_below_quorum(self, slot_id: int, replicas: list[str], quorum: int) -> None:
+        alive = await self._live(replicas, quorum)
         if len(alive) < quorum:
             raise QuorumNotReached(
                 f"only {len(alive)} of the {len(replicas)} replicas of slot {slot_id} are "
@@ -374,7 +387,7 @@ class Coordinator:
         if self._single(replicas):
             return await self.blobs.delete(path, write_id=write_id)
         quorum = self.placement.write_quorum
-        self._refuse_below_quorum(slot_id, replicas, quorum)
+        await self._refuse_below_quorum(slot_id, replicas, quorum)
         if write_id is not None:
             record = await self._find_record(slot_id, path, replicas, write_id)
             if record is not None:
