@@ -3,9 +3,11 @@ bad inputs (§4 paths, §12 errors), hang-ups, restarts and streamed large bodie
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import email.utils
 import hashlib
+import http.client
 import os
 import random
 import socket
@@ -782,6 +784,33 @@ def test_data_survives_a_restart(fresh_server: ServerProcess) -> None:
     assert client.put("persist/1", b"next").json()["generation"] == 2
 
 
+def test_sigterm_with_requests_in_flight_exits_0_within_the_grace_period(
+    fresh_server: ServerProcess,
+) -> None:
+    """§1: stop accepting, finish in-flight requests (bounded, ~5 s), exit 0."""
+    data = pattern(16 * MiB, 12)
+    assert fresh_server.client.put("inflight/big", data).status == 201
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(socket.create_connection(("127.0.0.1", fresh_server.port)))
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        reader.sendall(f"GET {blob_target('inflight/big')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert reader.recv(1024).startswith(b"HTTP/1.1 200")
+        writer = stack.enter_context(socket.create_connection(("127.0.0.1", fresh_server.port)))
+        writer.sendall(
+            f"PUT {blob_target('inflight/upload')} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Length: 1000000\r\n\r\n0123456789".encode()
+        )
+        time.sleep(0.3)
+        started = time.monotonic()
+        fresh_server.stop_ok()
+        assert time.monotonic() - started < 12
+    fresh_server.start()
+    assert_error(fresh_server.client.get("inflight/upload"), 404, "NotFound")
+    assert fresh_server.files_under("amberio/tmp") == []
+    assert [f for f in fresh_server.files_under("slots") if "/inflight/upload/" in f] == []
+    assert fresh_server.client.get("inflight/big").body == data
+
+
 # ---- streaming large bodies -------------------------------------------------------------------
 
 BIG = 64 * MiB
@@ -845,3 +874,91 @@ def test_a_slow_reader_does_not_grow_the_server_memory(
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
     growth = peak - baseline
     assert growth < 32 * MiB, f"server RSS grew by {growth / MiB:.1f} MiB for a slow reader"
+
+
+# ---- names that need encoding, and damaged storage seen over HTTP ------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a?b", "a#b", "a%b", "a%41", "a b", "a+b", "a&b=c", "é/日本", "~tilde", "g.1/part.00000000.x"],
+)
+def test_names_that_need_percent_encoding_round_trip(client: Client, name: str) -> None:
+    path = unique("enc") + name
+    resp = client.put(path, name.encode())
+    assert resp.status == 201, resp
+    assert resp.json()["path"] == path  # decoded exactly once
+    assert resp.json()["slot_id"] == slot_of(path)
+    assert client.get(path).body == name.encode()
+    assert [i["path"] for i in client.list_all(path)] == [path]
+    resolved = client.request(
+        "GET", f"{API}/slots/resolve?" + urllib.parse.urlencode({"path": path})
+    ).json()
+    assert resolved["path"] == path
+    assert client.delete(path).status == 200
+
+
+def part_files(server: ServerProcess, path: str) -> list[str]:
+    found = server.files_under(f"slots/{slot_of(path)}/blobs")
+    return sorted(f for f in found if f"/{path}/g." in f)
+
+
+def test_a_corrupted_part_is_503_and_quarantined(server: ServerProcess) -> None:
+    client = server.client
+    path = unique("corrupt") + "small.bin"
+    client.put(path, pattern(50_000, 10))
+    [part] = part_files(server, path)
+    with open(part, "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\xff\x00\xff")
+    before = set(server.files_under("amberio/quarantine"))
+    assert_error(client.get(path), 503, "DataCorrupted")
+    assert not os.path.exists(part)
+    moved = set(server.files_under("amberio/quarantine")) - before
+    assert len(moved) == 1
+    assert os.path.basename(part) in os.path.basename(moved.pop())
+    # never served afterwards either: the part is gone, so the blob is unavailable
+    assert_error(client.get(path), 503, "Unavailable")
+    assert_error(client.get(path, "bytes=0-10"), 503, "Unavailable")
+    assert client.request("GET", "/health").status == 200
+
+
+def test_a_part_corrupted_after_the_first_truncates_the_body(server: ServerProcess) -> None:
+    client = server.client
+    path = unique("corrupt") + "two-parts.bin"
+    data = pattern(PART_SIZE + 100_000, 11)
+    client.put(path, data)
+    files = part_files(server, path)
+    assert len(files) == 2
+    with open(files[1], "r+b") as handle:
+        handle.seek(5)
+        handle.write(b"\x13\x37")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", blob_target(path))
+        resp = conn.getresponse()
+        assert resp.status == 200  # headers left before part 1 was read
+        with pytest.raises(http.client.IncompleteRead) as info:
+            resp.read()
+        assert len(info.value.partial) < len(data)
+        assert info.value.partial == data[: len(info.value.partial)]
+    finally:
+        conn.close()
+    assert not os.path.exists(files[1])
+    # the intact first part still serves its ranges
+    ranged = client.get(path, f"bytes=0-{PART_SIZE - 1}")
+    assert ranged.status == 206
+    assert hashlib.sha256(ranged.body).digest() == hashlib.sha256(data[:PART_SIZE]).digest()
+    assert_error(client.get(path, f"bytes={PART_SIZE}-"), 503, "Unavailable")
+
+
+def test_a_missing_part_file_is_503(server: ServerProcess) -> None:
+    client = server.client
+    path = unique("missing-part") + "m.bin"
+    client.put(path, b"will vanish")
+    [part] = part_files(server, path)
+    os.unlink(part)
+    assert_error(client.get(path), 503, "Unavailable")
+    head = client.head(path)  # HEAD needs only the head, not the bytes
+    assert head.status == 200
+    assert head.headers["content-length"] == str(len(b"will vanish"))
