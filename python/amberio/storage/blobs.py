@@ -148,7 +148,8 @@ class BlobStore:
     ) -> PutResult:
         """Store a new generation of `path`. `extra` fields (content headers, user metadata,
         anything an API layer keeps) are stored in the head's meta document as given; they
-        cannot replace the fields this method sets, except `etag` (see meta_document)."""
+        cannot replace the fields this method sets; `etag_override` names the ETag instead of
+        the MD5 (see meta_document)."""
         slot_id, db = self._local_db(path)
         if write_id is not None:
             _check_write_id(write_id)
@@ -595,10 +596,10 @@ def meta_document(
         document["content_type"] = content_type
     if extra:
         document = {**extra, **document}
-        etag = extra.get("etag")
+        etag = document.pop("etag_override", None)
         if isinstance(etag, str) and etag:
-            # An API layer may name the blob's ETag itself (S3 multipart objects:
-            # md5 of the part md5s, "-<count>"); `md5` stays the MD5 of the bytes.
+            # An API layer may name the blob's ETag itself (S3 multipart objects: md5 of
+            # the part md5s, "-<count>"); `md5` stays the MD5 of the bytes.
             document["etag"] = etag
     return document
 
