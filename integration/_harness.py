@@ -1289,3 +1289,50 @@ def run_case(
     if outcome == EXIT_PASS:
         print(f"PASS {name} ({time.monotonic() - started:.1f}s)", flush=True)
     return outcome
+
+
+# --------------------------------------------------------------------------- cluster helpers
+
+
+def node_statuses(node: Node, timeout: float = 5.0) -> dict[str, str]:
+    """`GET /nodes` on `node` as {node_id: status}."""
+    resp = expect_status(
+        node.api.request("GET", f"{node.api.api_prefix}/nodes", timeout=timeout),
+        200,
+        f"GET nodes on {node.node_id}",
+    )
+    doc = resp.json()
+    items = doc.get("nodes") if isinstance(doc, dict) else None
+    check(isinstance(items, list), f"GET nodes on {node.node_id}: {resp.describe()}")
+    assert isinstance(items, list)
+    return {str(i.get("node_id")): str(i.get("status")) for i in items if isinstance(i, dict)}
+
+
+def wait_statuses(observers: Sequence[Node], expected: Mapping[str, str], timeout: float) -> float:
+    """Poll `GET /nodes` on every observer until each reports `expected` (a subset of the
+    node ids); returns the seconds waited, raises CaseFailure naming the last view at timeout."""
+    started = time.monotonic()
+
+    def probe() -> None:
+        for obs in observers:
+            seen = node_statuses(obs)
+            got = {k: seen.get(k) for k in expected}
+            check(got == dict(expected), f"{obs.node_id} reports {seen}, expected {expected}")
+
+    eventually(probe, timeout, interval=0.2)
+    return time.monotonic() - started
+
+
+def wait_writable(cluster: Cluster, timeout: float = 15.0) -> None:
+    """Wait until every running node reports every running node healthy and a PUT of a
+    probe blob (`_probe/<node_id>`) through each running node is acknowledged."""
+    running = [n for n in cluster.nodes if n.running]
+    wait_statuses(running, {n.node_id: "healthy" for n in running}, timeout)
+    for node in running:
+
+        def probe(node: Node = node) -> None:
+            target = node.api.blob_target(f"_probe/{node.node_id}")
+            resp = node.api.request("PUT", target, b"probe", timeout=10.0)
+            expect_status(resp, (200, 201), f"probe PUT through {node.node_id}")
+
+        eventually(probe, timeout, interval=0.2)
