@@ -20,6 +20,7 @@ from amberio.cluster.peers import Peers
 from amberio.cluster.replication import Coordinator
 from amberio.config import Config
 from amberio.errors import ConfigError
+from amberio.http import s3
 from amberio.http.messages import StreamLimits
 from amberio.http.router import App, Node
 from amberio.logs import set_node_id
@@ -128,6 +129,7 @@ async def _serve_node(runtime: Runtime) -> int:
     executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="amberio-io")
     peers = Peers(runtime.state, runtime.node_id)
     node = open_node(runtime, executor, peers)
+    s3.announce(node)  # logs whether S3 requests must be signed (contract §11)
     server = Server(
         App(node),
         address=runtime.bind_host,

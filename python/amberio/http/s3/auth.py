@@ -172,7 +172,9 @@ class Verifier:
             amz_date = stamp.strftime(_AMZ_DATE)
         else:
             stamp = _parse_amz_date(amz_date, "AccessDenied")
-        access_key_id, scope, key = self._scope(credential, amz_date, "AuthorizationHeaderMalformed")
+        access_key_id, scope, key = self._scope(
+            credential, amz_date, "AuthorizationHeaderMalformed"
+        )
         if abs((now - stamp).total_seconds()) > MAX_SKEW_SECONDS:
             raise S3Error(
                 "RequestTimeTooSkewed",

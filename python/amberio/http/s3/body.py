@@ -285,9 +285,7 @@ async def read_all(
     """The whole (small) decoded body, verified; MaxMessageLengthExceeded beyond `limit`."""
     spec = BodySpec.from_request(req)
     if spec.decoded_length is not None and spec.decoded_length > limit:
-        raise S3Error(
-            "MaxMessageLengthExceeded", f"the request body is larger than {limit} bytes"
-        )
+        raise S3Error("MaxMessageLengthExceeded", f"the request body is larger than {limit} bytes")
     payload = Payload(req, spec, signer=signer, executor=executor, max_bytes=limit)
     pieces = [chunk async for chunk in payload]
     return b"".join(pieces)

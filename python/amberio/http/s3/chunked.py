@@ -103,8 +103,8 @@ class AwsChunkedDecoder:
                         raise _malformed("chunk data is longer than its declared size")
                     if self._signer is not None:
                         previous = self._check_chunk(
-                                previous, chunk_signature, chunk_hash.hexdigest()
-                            )
+                            previous, chunk_signature, chunk_hash.hexdigest()
+                        )
                     chunk_hash = hashlib.sha256()
                     state = _HEADER
                 elif state == _HEADER:
@@ -152,8 +152,10 @@ class AwsChunkedDecoder:
             raise _malformed("a chunk header is not ASCII") from None
         size_text, *extensions = header.split(";")
         size_text = size_text.strip()
-        if not size_text or len(size_text) > 16 or any(
-            c not in "0123456789abcdefABCDEF" for c in size_text
+        if (
+            not size_text
+            or len(size_text) > 16
+            or any(c not in "0123456789abcdefABCDEF" for c in size_text)
         ):
             raise _malformed(f"bad chunk size {size_text[:20]!r}")
         signature: str | None = None

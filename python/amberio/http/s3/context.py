@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 from xml.etree.ElementTree import Element
 
+from amberio.errors import NotFound
 from amberio.http.messages import Request
 from amberio.http.s3 import xml
 from amberio.http.s3.auth import Signed, Verifier
 
 if TYPE_CHECKING:
+    from amberio.cluster.replication import Coordinator
     from amberio.http.router import Node
-    from amberio.storage.blobs import BlobStore
+    from amberio.storage.blobs import BlobStore, ReadPlan
 
 log = logging.getLogger("amberio.s3")
 
@@ -29,7 +32,7 @@ class Gateway:
     verifier: Verifier
     last_sweep: float = 0.0
     sweeping: bool = False
-    background: set[object] = field(default_factory=set)
+    background: set[asyncio.Future[Any]] = field(default_factory=set)
 
 
 _gateways: weakref.WeakKeyDictionary[Node, Gateway] = weakref.WeakKeyDictionary()
@@ -39,15 +42,16 @@ def gateway_for(node: Node) -> Gateway:
     gateway = _gateways.get(node)
     if gateway is None:
         config = node.runtime.config.s3
-        credentials = {c.access_key_id: c.secret_access_key for c in config.credentials} if (
-            config is not None
-        ) else {}
+        credentials = (
+            {c.access_key_id: c.secret_access_key for c in config.credentials}
+            if (config is not None)
+            else {}
+        )
         gateway = Gateway(Verifier(credentials))
         _gateways[node] = gateway
         if credentials:
             log.info(
-                "S3 gateway: SigV4 verified for %d access key(s) (header auth and presigned "
-                "URLs)",
+                "S3 gateway: SigV4 verified for %d access key(s) (header auth and presigned URLs)",
                 len(credentials),
             )
         else:
@@ -75,6 +79,18 @@ class Context:
     @property
     def blobs(self) -> BlobStore:
         return self.node.blobs
+
+    @property
+    def store(self) -> Coordinator:
+        """Quorum reads and writes across the slot's replicas (contract §6)."""
+        return self.node.coordinator
+
+    async def read_plan(self, path: str) -> ReadPlan | None:
+        """The winning live head of `path` as a whole-blob read plan; None when absent."""
+        try:
+            return await self.store.plan_read(path, None)
+        except NotFound:
+            return None
 
     def base_headers(self) -> list[tuple[str, str]]:
         return [("x-amz-request-id", self.request_id), ("x-amz-id-2", self.request_id)]

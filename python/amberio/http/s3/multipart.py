@@ -1,0 +1,737 @@
+"""Multipart uploads: create, upload part, complete, abort, list parts, list uploads.
+
+Everything lives in blobs, so uploads in progress survive restarts (and will replicate like
+blobs): the upload record `.amberio-s3/uploads/<bucket>/<upload id>` (an empty blob whose meta
+carries the key, content headers, metadata and state) and one blob per part,
+`.amberio-s3/parts/<upload id>/<part number:05>`. Complete streams the listed parts, in order,
+into a normal PUT of the object (so its bytes are laid out in the node's own part size),
+with the S3 multipart ETag `md5(concatenated part md5s)-<count>` and the part sizes kept as
+runs (`s3_parts`) for GetObject `partNumber`. The record then stays as `completed` for a day so
+a retried Complete gets the same answer; abandoned uploads are removed after 7 days.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final
+from xml.etree.ElementTree import Element
+
+from amberio.errors import AmberioError
+from amberio.http.messages import Request
+from amberio.http.s3 import body, checksums, longrun, meta, xml
+from amberio.http.s3.context import Context
+from amberio.http.s3.delete import delete_blob
+from amberio.http.s3.errors import S3Error, not_implemented
+from amberio.http.s3.get import MAX_PART_NUMBER, parse_part_number
+from amberio.http.s3.list import parse_encoding, parse_max
+from amberio.http.s3.names import (
+    PART_BLOBS,
+    SKIP_PAST,
+    UPLOAD_RECORDS,
+    blob_path,
+    is_upload_id,
+    part_blob,
+    part_prefix,
+    upload_prefix,
+    upload_record,
+)
+from amberio.http.s3.put import check_storage_class, check_write_conditions
+from amberio.storage.blobs import ReadPlan
+from amberio.storage.heads import Head, now_rfc3339
+
+log = logging.getLogger("amberio.s3")
+
+MIN_PART_SIZE: Final = 5 * 1024 * 1024
+MAX_PART_SIZE: Final = 5 * 1024**3
+MAX_COMPLETE_BODY: Final = 8 * 1024 * 1024
+UPLOAD_TTL_SECONDS: Final = 7 * 24 * 3600
+COMPLETED_TTL_SECONDS: Final = 24 * 3600
+SWEEP_EVERY_SECONDS: Final = 3600
+OWNER_ID: Final = "amberio"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateMultipartUpload:
+    bucket: str
+    key: str
+    attributes: meta.Attributes
+    checksum_algorithm: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadPart:
+    bucket: str
+    key: str
+    upload_id: str
+    part_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteMultipartUpload:
+    bucket: str
+    key: str
+    upload_id: str
+    if_match: str | None
+    if_none_match: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AbortMultipartUpload:
+    bucket: str
+    key: str
+    upload_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListParts:
+    bucket: str
+    key: str
+    upload_id: str
+    max_parts: int
+    part_number_marker: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListMultipartUploads:
+    bucket: str
+    prefix: str
+    delimiter: str
+    max_uploads: int
+    key_marker: str
+    upload_id_marker: str
+    encoding_url: bool
+
+
+# ---- parsing -------------------------------------------------------------------------------
+
+
+def parse_create(req: Request, bucket: str, key: str) -> CreateMultipartUpload:
+    check_storage_class(req)
+    algorithm = req.header("x-amz-checksum-algorithm")
+    if algorithm is not None:
+        algorithm = algorithm.strip().lower()
+        if algorithm in checksums.KNOWN_UNSUPPORTED:
+            raise not_implemented(f"the {algorithm.upper()} checksum")
+        if algorithm not in checksums.ALGORITHMS:
+            raise S3Error("InvalidRequest", f"unknown checksum algorithm {algorithm!r}")
+    checksum_type = req.header("x-amz-checksum-type")
+    if checksum_type is not None and checksum_type.strip().upper() == "FULL_OBJECT":
+        raise not_implemented("full-object checksums of multipart uploads")
+    return CreateMultipartUpload(
+        bucket=bucket,
+        key=key,
+        attributes=meta.Attributes.from_request(req),
+        checksum_algorithm=algorithm,
+    )
+
+
+def parse_upload_id(req: Request) -> str:
+    return req.query.get("uploadId", "")
+
+
+def parse_upload_part(req: Request, bucket: str, key: str) -> UploadPart:
+    number = parse_part_number(req.query.get("partNumber", ""))
+    assert number is not None
+    return UploadPart(bucket=bucket, key=key, upload_id=parse_upload_id(req), part_number=number)
+
+
+def parse_complete(req: Request, bucket: str, key: str) -> CompleteMultipartUpload:
+    if_none_match = req.header("if-none-match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise not_implemented("If-None-Match other than '*' on writes")
+    return CompleteMultipartUpload(
+        bucket=bucket,
+        key=key,
+        upload_id=parse_upload_id(req),
+        if_match=req.header("if-match"),
+        if_none_match=if_none_match,
+    )
+
+
+def parse_abort(req: Request, bucket: str, key: str) -> AbortMultipartUpload:
+    return AbortMultipartUpload(bucket=bucket, key=key, upload_id=parse_upload_id(req))
+
+
+def parse_list_parts(req: Request, bucket: str, key: str) -> ListParts:
+    query = req.query
+    marker_text = query.get("part-number-marker", "0").strip() or "0"
+    if not (marker_text.isascii() and marker_text.isdigit()):
+        raise S3Error("InvalidArgument", "part-number-marker must be a non-negative integer")
+    return ListParts(
+        bucket=bucket,
+        key=key,
+        upload_id=parse_upload_id(req),
+        max_parts=parse_max(query.get("max-parts"), "max-parts"),
+        part_number_marker=min(int(marker_text), MAX_PART_NUMBER),
+    )
+
+
+def parse_list_uploads(req: Request, bucket: str) -> ListMultipartUploads:
+    query = req.query
+    return ListMultipartUploads(
+        bucket=bucket,
+        prefix=query.get("prefix", ""),
+        delimiter=query.get("delimiter", ""),
+        max_uploads=parse_max(query.get("max-uploads"), "max-uploads"),
+        key_marker=query.get("key-marker", ""),
+        upload_id_marker=query.get("upload-id-marker", ""),
+        encoding_url=parse_encoding(query.get("encoding-type")),
+    )
+
+
+# ---- records -------------------------------------------------------------------------------
+
+
+async def _no_bytes() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+@dataclass(slots=True)
+class Upload:
+    bucket: str
+    upload_id: str
+    record: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return str(self.record.get("key", ""))
+
+    @property
+    def state(self) -> str:
+        return str(self.record.get("state", "open"))
+
+    @property
+    def initiated(self) -> str:
+        return str(self.record.get("initiated", ""))
+
+    @property
+    def checksum_algorithm(self) -> str | None:
+        value = self.record.get("checksum_algorithm")
+        return value if isinstance(value, str) and value in checksums.ALGORITHMS else None
+
+    def attributes(self) -> meta.Attributes:
+        return meta.Attributes.from_document(self.record)
+
+
+async def _read_upload(ctx: Context, bucket: str, upload_id: str) -> Upload | None:
+    if not is_upload_id(upload_id):
+        return None
+    plan = await ctx.read_plan(upload_record(bucket, upload_id))
+    if plan is None:
+        return None
+    record = plan.head.document.get("s3_upload")
+    if not isinstance(record, dict):
+        return None
+    return Upload(bucket, upload_id, record)
+
+
+async def load_upload(
+    ctx: Context, bucket: str, key: str, upload_id: str, *, open_only: bool
+) -> Upload:
+    upload = await _read_upload(ctx, bucket, upload_id)
+    if upload is None or upload.key != key or (open_only and upload.state != "open"):
+        raise S3Error(
+            "NoSuchUpload",
+            "the specified multipart upload does not exist: the upload ID may be invalid, or "
+            "the upload may have been aborted or completed",
+            fields={"UploadId": upload_id[:100]},
+        )
+    return upload
+
+
+async def _write_record(ctx: Context, bucket: str, upload_id: str, record: dict[str, Any]) -> None:
+    await ctx.store.put(
+        upload_record(bucket, upload_id),
+        _no_bytes(),
+        content_length=0,
+        write_id=None,
+        content_type=None,
+        extra={"s3_upload": record},
+    )
+
+
+# ---- handlers ------------------------------------------------------------------------------
+
+
+async def handle_create(ctx: Context, op: CreateMultipartUpload) -> None:
+    upload_id = secrets.token_hex(16)
+    attrs = op.attributes
+    record: dict[str, Any] = {
+        "bucket": op.bucket,
+        "key": op.key,
+        "initiated": now_rfc3339(),
+        "state": "open",
+        **attrs.to_extra(),
+    }
+    if attrs.content_type:
+        record["content_type"] = attrs.content_type
+    if op.checksum_algorithm:
+        record["checksum_algorithm"] = op.checksum_algorithm
+    await _write_record(ctx, op.bucket, upload_id, record)
+    maybe_sweep(ctx)
+    root = xml.element("InitiateMultipartUploadResult")
+    xml.sub(root, "Bucket", op.bucket)
+    xml.sub(root, "Key", op.key)
+    xml.sub(root, "UploadId", upload_id)
+    headers = []
+    if op.checksum_algorithm:
+        headers.append(("x-amz-checksum-algorithm", op.checksum_algorithm.upper()))
+        headers.append(("x-amz-checksum-type", "COMPOSITE"))
+    ctx.send_xml(200, root, headers)
+
+
+async def handle_upload_part(ctx: Context, op: UploadPart) -> None:
+    upload = await load_upload(ctx, op.bucket, op.key, op.upload_id, open_only=True)
+    spec = body.BodySpec.from_request(ctx.req)
+    if spec.length is not None and spec.length > MAX_PART_SIZE:
+        raise S3Error("EntityTooLarge", "a part is at most 5 GiB")
+    if (
+        upload.checksum_algorithm
+        and spec.checksum_algorithm
+        and spec.checksum_algorithm != upload.checksum_algorithm
+    ):
+        raise S3Error(
+            "InvalidRequest",
+            f"this upload uses {upload.checksum_algorithm.upper()} checksums, not "
+            f"{spec.checksum_algorithm.upper()}",
+        )
+    extra: dict[str, Any] = {"s3_part": {"upload_id": op.upload_id}}
+
+    def record(payload: body.Payload) -> None:
+        if payload.checksum is not None and spec.checksum_algorithm:
+            extra["s3_part"]["checksum"] = {
+                "algorithm": spec.checksum_algorithm,
+                "value": checksums.b64(payload.checksum),
+            }
+
+    payload = body.Payload(
+        ctx.req, spec, signer=ctx.signed, executor=ctx.blobs.executor, on_verified=record
+    )
+    result = await ctx.store.put(
+        part_blob(op.upload_id, op.part_number),
+        payload,
+        content_length=spec.length,
+        write_id=None,
+        content_type=None,
+        extra=extra,
+    )
+    headers = [("etag", meta.quote_etag(result.etag))]
+    if payload.checksum is not None and spec.checksum_algorithm:
+        headers.append(
+            (f"x-amz-checksum-{spec.checksum_algorithm}", checksums.b64(payload.checksum))
+        )
+    ctx.send_empty(200, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    number: int
+    etag: str
+    checksum: str | None
+
+
+def _parse_part_list(raw: bytes, algorithm: str | None) -> list[_Listed]:
+    root = xml.parse(raw, "CompleteMultipartUpload")
+    listed: list[_Listed] = []
+    checksum_tag = f"Checksum{checksums.XML_NAMES[algorithm]}" if algorithm else None
+    for part in xml.children(root, "Part"):
+        number_text = (xml.child_text(part, "PartNumber") or "").strip()
+        etag = xml.child_text(part, "ETag")
+        if not number_text or etag is None:
+            raise S3Error("MalformedXML", "every <Part> needs a <PartNumber> and an <ETag>")
+        if not (number_text.isascii() and number_text.isdigit()):
+            raise S3Error("MalformedXML", f"<PartNumber> {number_text[:20]!r} is not a number")
+        number = int(number_text)
+        if not 1 <= number <= MAX_PART_NUMBER:
+            raise S3Error(
+                "InvalidArgument",
+                f"part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive",
+            )
+        checksum = xml.child_text(part, checksum_tag) if checksum_tag else None
+        listed.append(_Listed(number, etag.strip().strip('"').lower(), checksum))
+    if not listed:
+        raise S3Error("MalformedXML", "the CompleteMultipartUpload document lists no part")
+    for before, after in itertools.pairwise(listed):
+        if after.number <= before.number:
+            raise S3Error(
+                "InvalidPartOrder",
+                "the list of parts was not in ascending order: parts must be ordered by part "
+                "number",
+            )
+    return listed
+
+
+def _invalid_part(number: int, why: str) -> S3Error:
+    return S3Error(
+        "InvalidPart",
+        f"one or more of the specified parts could not be found or its entity tag did not "
+        f"match (part {number}: {why})",
+        fields={"PartNumber": str(number)},
+    )
+
+
+async def _concat(ctx: Context, plans: list[ReadPlan]) -> AsyncIterator[bytes]:
+    try:
+        for plan in plans:
+            if plan.length == 0:
+                continue
+            chunks = await ctx.store.open_stream(plan)
+            async for chunk in chunks:
+                yield chunk
+    except S3Error:
+        raise
+    except AmberioError as exc:
+        # An S3Error passes through BlobStore.put unchanged (a plain error would be reported
+        # as a short request body).
+        raise S3Error("ServiceUnavailable", f"reading an uploaded part failed: {exc}") from None
+
+
+def _result_element(bucket: str, key: str, etag: str, checksum: dict[str, Any] | None) -> Element:
+    root = xml.element("CompleteMultipartUploadResult")
+    xml.sub(root, "Location", f"/{bucket}/{key}")
+    xml.sub(root, "Bucket", bucket)
+    xml.sub(root, "Key", key)
+    xml.sub(root, "ETag", meta.quote_etag(etag))
+    if checksum:
+        name = checksums.XML_NAMES.get(str(checksum.get("algorithm")), "")
+        if name:
+            xml.sub(root, f"Checksum{name}", str(checksum.get("value")))
+            xml.sub(root, "ChecksumType", str(checksum.get("type", "COMPOSITE")))
+    return root
+
+
+async def handle_complete(ctx: Context, op: CompleteMultipartUpload) -> None:
+    upload = await load_upload(ctx, op.bucket, op.key, op.upload_id, open_only=False)
+    raw = await body.read_all(
+        ctx.req, signer=ctx.signed, limit=MAX_COMPLETE_BODY, executor=ctx.blobs.executor
+    )
+    algorithm = upload.checksum_algorithm
+    listed = _parse_part_list(raw, algorithm)
+    if upload.state == "completed":
+        # A retried Complete: the same answer as the first time.
+        done_etag = str(upload.record.get("etag", ""))
+        if [p.number for p in listed] == upload.record.get("part_numbers"):
+            stored = upload.record.get("checksum")
+            ctx.send_xml(
+                200,
+                _result_element(
+                    op.bucket, op.key, done_etag, stored if isinstance(stored, dict) else None
+                ),
+            )
+            return
+        raise S3Error("NoSuchUpload", "the specified multipart upload was already completed")
+    plans: list[ReadPlan] = []
+    sizes: list[int] = []
+    md5s: list[bytes] = []
+    digests: list[bytes] = []
+    for index, part in enumerate(listed):
+        plan = await ctx.read_plan(part_blob(op.upload_id, part.number))
+        if plan is None:
+            raise _invalid_part(part.number, "not uploaded")
+        head, blob = plan.head, plan.meta
+        if blob.etag.lower() != part.etag:
+            raise _invalid_part(part.number, "the ETag does not match")
+        if index < len(listed) - 1 and blob.size_bytes < MIN_PART_SIZE:
+            raise S3Error(
+                "EntityTooSmall",
+                f"your proposed upload is smaller than the minimum allowed object size: part "
+                f"{part.number} has {blob.size_bytes} bytes and every part but the last needs "
+                f"at least {MIN_PART_SIZE}",
+                fields={
+                    "PartNumber": str(part.number),
+                    "ProposedSize": str(blob.size_bytes),
+                    "MinSizeAllowed": str(MIN_PART_SIZE),
+                },
+            )
+        if algorithm:
+            digests.append(_part_checksum(head, part, algorithm))
+        plans.append(plan)
+        sizes.append(blob.size_bytes)
+        md5s.append(bytes.fromhex(blob.etag))
+    etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(listed)}"
+    path = blob_path(op.bucket, op.key)
+    await check_write_conditions(ctx, path, op.key, op.if_match, op.if_none_match)
+    attrs = upload.attributes()
+    extra = attrs.to_extra()
+    extra["s3_parts"] = meta.part_runs(sizes)
+    extra["etag_override"] = etag
+    checksum: dict[str, Any] | None = None
+    if algorithm:
+        checksum = {
+            "algorithm": algorithm,
+            "value": checksums.composite(algorithm, digests),
+            "type": "COMPOSITE",
+        }
+        extra["checksum"] = checksum
+
+    async def assemble() -> Element:
+        await ctx.store.put(
+            path,
+            _concat(ctx, plans),
+            content_length=sum(sizes),
+            write_id=f"s3-multipart-{op.upload_id}",
+            content_type=attrs.content_type,
+            extra=extra,
+        )
+        done = dict(upload.record)
+        done.update(
+            state="completed",
+            etag=etag,
+            completed=now_rfc3339(),
+            part_numbers=[p.number for p in listed],
+        )
+        if checksum:
+            done["checksum"] = checksum
+        await _write_record(ctx, op.bucket, op.upload_id, done)
+        await _remove_parts(ctx, op.upload_id)
+        return _result_element(op.bucket, op.key, etag, checksum)
+
+    await longrun.respond(ctx, assemble())
+
+
+def _part_checksum(head: Head, part: _Listed, algorithm: str) -> bytes:
+    info = head.document.get("s3_part")
+    stored = info.get("checksum") if isinstance(info, dict) else None
+    value = stored.get("value") if isinstance(stored, dict) else None
+    if not isinstance(value, str) or (
+        isinstance(stored, dict) and stored.get("algorithm") != algorithm
+    ):
+        raise _invalid_part(part.number, f"it was uploaded without a {algorithm} checksum")
+    if part.checksum is not None and part.checksum.strip() != value:
+        raise _invalid_part(part.number, f"the {algorithm} checksum does not match")
+    digest = checksums.decode_b64(value, checksums.DIGEST_SIZES[algorithm])
+    if digest is None:
+        raise _invalid_part(part.number, "its stored checksum is unreadable")
+    return digest
+
+
+async def _remove_parts(ctx: Context, upload_id: str) -> int:
+    removed = 0
+    prefix = part_prefix(upload_id)
+    while True:
+        entries = await ctx.store.list_blobs(prefix, None, 1000, False)
+        if not entries:
+            return removed
+        for entry in entries:
+            if await delete_blob(ctx, entry.path):
+                removed += 1
+
+
+async def handle_abort(ctx: Context, op: AbortMultipartUpload) -> None:
+    await load_upload(ctx, op.bucket, op.key, op.upload_id, open_only=True)
+    await delete_blob(ctx, upload_record(op.bucket, op.upload_id))
+    await _remove_parts(ctx, op.upload_id)
+    maybe_sweep(ctx)
+    ctx.send_empty(204)
+
+
+async def handle_list_parts(ctx: Context, op: ListParts) -> None:
+    upload = await load_upload(ctx, op.bucket, op.key, op.upload_id, open_only=True)
+    prefix = part_prefix(op.upload_id)
+    after = part_blob(op.upload_id, op.part_number_marker) if op.part_number_marker else None
+    entries = (
+        await ctx.store.list_blobs(prefix, after, op.max_parts + 1, False) if op.max_parts else []
+    )
+    truncated = len(entries) > op.max_parts
+    entries = entries[: op.max_parts]
+    algorithm = upload.checksum_algorithm
+    root = xml.element("ListPartsResult")
+    xml.sub(root, "Bucket", op.bucket)
+    xml.sub(root, "Key", op.key)
+    xml.sub(root, "UploadId", op.upload_id)
+    for tag in ("Initiator", "Owner"):
+        who = xml.sub(root, tag)
+        xml.sub(who, "ID", OWNER_ID)
+        xml.sub(who, "DisplayName", OWNER_ID)
+    xml.sub(root, "StorageClass", "STANDARD")
+    xml.sub(root, "PartNumberMarker", op.part_number_marker)
+    numbers = [int(e.path[len(prefix) :]) for e in entries]
+    if numbers:
+        xml.sub(root, "NextPartNumberMarker", numbers[-1])
+    xml.sub(root, "MaxParts", op.max_parts)
+    xml.sub(root, "IsTruncated", truncated)
+    if algorithm:
+        xml.sub(root, "ChecksumAlgorithm", algorithm.upper())
+        xml.sub(root, "ChecksumType", "COMPOSITE")
+    for number, entry in zip(numbers, entries, strict=True):
+        part = xml.sub(root, "Part")
+        xml.sub(part, "PartNumber", number)
+        xml.sub(part, "LastModified", meta.iso_from_rfc3339(entry.updated_at))
+        xml.sub(part, "ETag", meta.quote_etag(entry.etag))
+        xml.sub(part, "Size", entry.size_bytes)
+        if algorithm:
+            part_plan = await ctx.read_plan(entry.path)
+            info = part_plan.head.document.get("s3_part") if part_plan is not None else None
+            stored = info.get("checksum") if isinstance(info, dict) else None
+            if isinstance(stored, dict) and isinstance(stored.get("value"), str):
+                xml.sub(part, f"Checksum{checksums.XML_NAMES[algorithm]}", stored["value"])
+    ctx.send_xml(200, root)
+
+
+async def _open_uploads(ctx: Context, bucket: str) -> list[Upload]:
+    uploads: list[Upload] = []
+    prefix = upload_prefix(bucket)
+    cursor: str | None = None
+    while True:
+        entries = await ctx.store.list_blobs(prefix, cursor, 1000, False)
+        for entry in entries:
+            upload = await _read_upload(ctx, bucket, entry.path[len(prefix) :])
+            if upload is not None and upload.state == "open":
+                uploads.append(upload)
+        if len(entries) < 1000:
+            break
+        cursor = entries[-1].path
+    uploads.sort(key=lambda u: (u.key, u.initiated, u.upload_id))
+    return uploads
+
+
+def _enc(value: str, encode: bool) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(value, safe="/") if encode else value
+
+
+async def handle_list_uploads(ctx: Context, op: ListMultipartUploads) -> None:
+    maybe_sweep(ctx)
+    uploads = [u for u in await _open_uploads(ctx, op.bucket) if u.key.startswith(op.prefix)]
+    if op.key_marker:
+        if op.upload_id_marker:
+            uploads = [
+                u
+                for u in uploads
+                if u.key > op.key_marker
+                or (u.key == op.key_marker and u.upload_id > op.upload_id_marker)
+            ]
+        else:
+            uploads = [u for u in uploads if u.key > op.key_marker]
+    shown: list[Upload] = []
+    prefixes: list[str] = []
+    truncated = False
+    last_key = last_id = ""
+    for upload in uploads:
+        common: str | None = None
+        if op.delimiter:
+            cut = upload.key.find(op.delimiter, len(op.prefix))
+            if cut >= 0:
+                common = upload.key[: cut + len(op.delimiter)]
+        if common is not None and prefixes and prefixes[-1] == common:
+            continue
+        if len(shown) + len(prefixes) >= op.max_uploads:
+            truncated = True
+            break
+        if common is not None:
+            prefixes.append(common)
+            last_key, last_id = common, ""
+        else:
+            shown.append(upload)
+            last_key, last_id = upload.key, upload.upload_id
+    enc = op.encoding_url
+    root = xml.element("ListMultipartUploadsResult")
+    xml.sub(root, "Bucket", op.bucket)
+    xml.sub(root, "KeyMarker", _enc(op.key_marker, enc))
+    xml.sub(root, "UploadIdMarker", op.upload_id_marker)
+    if truncated:
+        xml.sub(root, "NextKeyMarker", _enc(last_key, enc))
+        xml.sub(root, "NextUploadIdMarker", last_id)
+    if op.delimiter:
+        xml.sub(root, "Delimiter", _enc(op.delimiter, enc))
+    xml.sub(root, "Prefix", _enc(op.prefix, enc))
+    if enc:
+        xml.sub(root, "EncodingType", "url")
+    xml.sub(root, "MaxUploads", op.max_uploads)
+    xml.sub(root, "IsTruncated", truncated)
+    for upload in shown:
+        node = xml.sub(root, "Upload")
+        xml.sub(node, "Key", _enc(upload.key, enc))
+        xml.sub(node, "UploadId", upload.upload_id)
+        for tag in ("Initiator", "Owner"):
+            who = xml.sub(node, tag)
+            xml.sub(who, "ID", OWNER_ID)
+            xml.sub(who, "DisplayName", OWNER_ID)
+        xml.sub(node, "StorageClass", "STANDARD")
+        xml.sub(node, "Initiated", meta.iso_from_rfc3339(upload.initiated))
+        if upload.checksum_algorithm:
+            xml.sub(node, "ChecksumAlgorithm", upload.checksum_algorithm.upper())
+    for common in prefixes:
+        node = xml.sub(root, "CommonPrefixes")
+        xml.sub(node, "Prefix", _enc(common, enc))
+    ctx.send_xml(200, root)
+
+
+# ---- reclaiming abandoned uploads ----------------------------------------------------------
+
+
+def maybe_sweep(ctx: Context) -> None:
+    """Start a background sweep of old uploads, at most once an hour per node."""
+    gateway = ctx.gateway
+    now = time.monotonic()
+    if gateway.sweeping or (gateway.last_sweep and now - gateway.last_sweep < SWEEP_EVERY_SECONDS):
+        return
+    gateway.sweeping = True
+    gateway.last_sweep = now
+    task = asyncio.ensure_future(_sweep(ctx))
+    gateway.background.add(task)
+    task.add_done_callback(gateway.background.discard)
+
+
+def _age_seconds(stamp: str) -> float:
+    return time.time() - meta.parse_rfc3339(stamp).timestamp()
+
+
+async def _sweep(ctx: Context) -> None:
+    try:
+        removed = await sweep(ctx)
+        if removed:
+            log.info("S3 gateway: reclaimed %d abandoned or finished multipart upload(s)", removed)
+    except Exception as exc:
+        log.warning("S3 gateway: sweeping old multipart uploads failed: %s", exc)
+    finally:
+        ctx.gateway.sweeping = False
+
+
+async def sweep(ctx: Context) -> int:
+    """Remove uploads opened more than 7 days ago, completed ones after a day, orphan parts."""
+    removed = 0
+    live: set[str] = set()
+    cursor: str | None = None
+    while True:
+        entries = await ctx.store.list_blobs(UPLOAD_RECORDS, cursor, 1000, False)
+        for entry in entries:
+            rest = entry.path[len(UPLOAD_RECORDS) :]
+            bucket, _, upload_id = rest.rpartition("/")
+            upload = await _read_upload(ctx, bucket, upload_id)
+            if upload is None:
+                continue
+            if upload.state == "open":
+                expired = _age_seconds(upload.initiated) > UPLOAD_TTL_SECONDS
+            else:
+                expired = _age_seconds(entry.updated_at) > COMPLETED_TTL_SECONDS
+            if expired:
+                await delete_blob(ctx, entry.path)
+                await _remove_parts(ctx, upload_id)
+                removed += 1
+            else:
+                live.add(upload_id)
+            await asyncio.sleep(0)
+        if len(entries) < 1000:
+            break
+        cursor = entries[-1].path
+    # Parts whose upload record is gone (an abort racing an UploadPart).
+    cursor = None
+    while True:
+        entries = await ctx.store.list_blobs(PART_BLOBS, cursor, 1, False)
+        if not entries:
+            break
+        upload_id = entries[0].path[len(PART_BLOBS) :].split("/", 1)[0]
+        if upload_id not in live and _age_seconds(entries[0].updated_at) > COMPLETED_TTL_SECONDS:
+            await _remove_parts(ctx, upload_id)
+        cursor = PART_BLOBS + upload_id + "/" + SKIP_PAST
+    return removed
