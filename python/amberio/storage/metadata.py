@@ -364,11 +364,29 @@ class SlotDb:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                found = conn.execute(
-                    "SELECT 1 FROM file_entries WHERE slot_id = ? AND blob_path = ? AND "
-                    "generation = ? AND part_no = ? AND file_kind = 'part' AND sha256 = ?",
+                recorded = conn.execute(
+                    "SELECT id, external_path FROM file_entries WHERE slot_id = ? AND "
+                    "blob_path = ? AND generation = ? AND part_no = ? AND file_kind = 'part' "
+                    "AND sha256 = ?",
                     (self.slot_id, blob_path, generation, part.part_no, part.sha256),
-                ).fetchone()
+                ).fetchall()
+                found = recorded[0] if recorded else None
+                if recorded and not any(self._file_of(r[1]) for r in recorded):
+                    # The recorded file is gone (quarantined after failing verification, or
+                    # deleted): the row now points at this fresh copy.
+                    conn.execute(
+                        "UPDATE file_entries SET storage_kind = 'external', external_path = ?, "
+                        "file_name = ?, size_bytes = ?, block_crc32c = ?, updated_at = ? "
+                        "WHERE id = ?",
+                        (
+                            os.path.relpath(part.path, self.directory),
+                            os.path.basename(part.path),
+                            part.size_bytes,
+                            part.block_crc32c,
+                            now,
+                            recorded[0][0],
+                        ),
+                    )
                 if found is None:
                     conn.execute(
                         "INSERT INTO file_entries (slot_id, blob_path, file_name, file_kind, "
@@ -395,6 +413,17 @@ class SlotDb:
                     conn.execute("ROLLBACK")
                 raise
         return found is None
+
+    def _file_of(self, external_path: str | None) -> bool:
+        """True when a part row's file exists."""
+        if not external_path:
+            return False
+        full = (
+            external_path
+            if os.path.isabs(external_path)
+            else os.path.join(self.directory, external_path)
+        )
+        return os.path.exists(full)
 
     def remove_head(self, blob_path: str, generation: int, head_sha256: str) -> bool:
         """Abort of a write that missed its quorum: drop the head only if it is still
@@ -427,3 +456,129 @@ class SlotDb:
                 "UPDATE file_entries SET block_crc32c = ? WHERE id = ? AND block_crc32c IS NULL",
                 (crcs, row_id),
             )
+
+    # ---- garbage collection (storage/gc.py) ------------------------------------------
+
+    def gc_rows(self) -> list[GcRow]:
+        """Every head and part row of the slot, lightly parsed, for the collector."""
+        rows = self._reader.execute(
+            "SELECT id, blob_path, file_kind, generation, sha256, part_no, external_path, "
+            "created_at, updated_at, inline_data, storage_kind FROM file_entries "
+            "WHERE slot_id = ? AND file_kind IN ('meta', 'tombstone', 'part')",
+            (self.slot_id,),
+        ).fetchall()
+        found: list[GcRow] = []
+        for row_id, path, kind, gen, sha, part_no, ext, created, updated, inline, storage in rows:
+            head: Head | None = None
+            if kind in ("meta", "tombstone"):
+                head = self._safe_head((path, kind, gen, sha, inline, storage))
+                if head is None:
+                    found.append(
+                        GcRow(
+                            row_id=int(row_id),
+                            blob_path=path,
+                            kind="bad",
+                            generation=-1,
+                            sha256="",
+                            part_no=None,
+                            file=None,
+                            created_at=created,
+                            updated_at=updated,
+                            head=None,
+                        )
+                    )
+                    continue
+            file = None
+            if kind == "part" and ext and storage != "inline":
+                file = ext if os.path.isabs(ext) else os.path.join(self.directory, ext)
+            found.append(
+                GcRow(
+                    row_id=int(row_id),
+                    blob_path=path,
+                    kind=kind,
+                    generation=head.generation if head else int(gen if gen is not None else -1),
+                    sha256=head.head_sha256 if head else str(sha or ""),
+                    part_no=None if part_no is None else int(part_no),
+                    file=file,
+                    created_at=created,
+                    updated_at=updated,
+                    head=head,
+                )
+            )
+        return found
+
+    def delete_entries(self, row_ids: list[int]) -> int:
+        """Delete rows by id, in one transaction (the collector decided they are garbage)."""
+        if not row_ids:
+            return 0
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = 0
+                for start in range(0, len(row_ids), 500):
+                    batch = row_ids[start : start + 500]
+                    removed += conn.execute(
+                        f"DELETE FROM file_entries WHERE slot_id = ? AND id IN "
+                        f"({','.join('?' * len(batch))})",
+                        (self.slot_id, *batch),
+                    ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return removed
+
+    def compact_tombstone(self, blob_path: str, row_id: int) -> bool:
+        """Drop a path's last row, a tombstone, with the path's write-id records; only if
+        that tombstone is still the one and only row of the path."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT id, file_kind FROM file_entries WHERE slot_id = ? AND blob_path = ?",
+                    (self.slot_id, blob_path),
+                ).fetchall()
+                if [(int(r[0]), r[1]) for r in rows] != [(row_id, "tombstone")]:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("DELETE FROM file_entries WHERE id = ?", (row_id,))
+                conn.execute("DELETE FROM write_ids WHERE blob_path = ?", (blob_path,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return True
+
+    def expire_write_ids(self, created_before: str) -> int:
+        """Drop write-id records older than `created_before` (RFC 3339) whose write is no
+        longer the path's head (the head's own record stays while the head does)."""
+        with self._write_lock:
+            return int(
+                self._writer.execute(
+                    "DELETE FROM write_ids WHERE created_at < ? AND generation < "
+                    "(SELECT MAX(generation) FROM file_entries f WHERE f.slot_id = ? AND "
+                    "f.blob_path = write_ids.blob_path AND f.file_kind IN ('meta', 'tombstone'))",
+                    (created_before, self.slot_id),
+                ).rowcount
+            )
+
+
+class GcRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One row as the garbage collector sees it."""
+
+    row_id: int
+    blob_path: str
+    kind: str
+    """'meta', 'tombstone', 'part', or 'bad' (a head row whose JSON cannot be read)."""
+    generation: int
+    sha256: str
+    part_no: int | None
+    file: str | None
+    """Absolute path of a part's file."""
+    created_at: str | None
+    updated_at: str | None
+    head: Head | None
