@@ -6,12 +6,13 @@ parameter exactly as the coordinating node sent them.
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
-from amberio.cluster import signing
+from amberio.cluster import heal, signing
 from amberio.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from amberio.http.messages import Request, send_json, send_stream
 from amberio.storage.heads import Head
@@ -23,6 +24,9 @@ PREFIX = "/internal/v1"
 MAX_HEAD_BODY = 1024 * 1024
 MAX_INDEX_PAGE = 1001
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HEX = re.compile(r"^[0-9a-f]*$")
+_B = TypeVar("_B")
+log = logging.getLogger("amberio.http.internal")
 
 
 class HeadUpdate(msgspec.Struct, forbid_unknown_fields=False):
@@ -54,6 +58,9 @@ async def handle(node: Node, req: Request) -> None:
     if parts == ["index"] and req.method == "GET":
         _list_index(node, req)
         return
+    if parts == ["heal", "slots"]:
+        await _heal_slot_digests(node, req)
+        return
     if len(parts) >= 3 and parts[0] == "slots":
         slot_id = _slot(node, parts[1])
         rest = parts[2:]
@@ -62,6 +69,9 @@ async def handle(node: Node, req: Request) -> None:
             return
         if rest == ["writes"] and req.method == "GET":
             _get_write(node, req, slot_id)
+            return
+        if rest[0] == "heal" and len(rest) == 2:
+            await _heal(node, req, slot_id, rest[1])
             return
         if rest == ["heads"]:
             if req.method == "GET":
@@ -258,3 +268,123 @@ def _get_heads(node: Node, req: Request, slot_id: int) -> None:
             "tombstone": head.document if head.head_kind == "tombstone" else None,
         },
     )
+
+
+# ---- heal routes (§8; the repair machinery is amberio.cluster.heal) ---------------------
+
+
+class _HealHeadsBody(msgspec.Struct):
+    prefixes: list[str]
+
+
+class _HealRepairBody(msgspec.Struct):
+    source_node_id: str
+    blob_paths: list[str]
+    dry_run: bool = False
+
+
+class _HealSlotsBody(msgspec.Struct):
+    slots: list[int]
+
+
+def _healer(node: Node) -> heal.Healer:
+    return heal.Healer(
+        node_id=node.node_id,
+        placement=node.runtime.placement,
+        blobs=node.blobs,
+        peers=node.coordinator.peers,
+    )
+
+
+async def _json_body(req: Request, kind: type[_B], what: str) -> _B:
+    data = await _read_json_body(req)
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"{what} body is not valid: {exc}") from None
+
+
+async def _heal(node: Node, req: Request, slot_id: int, action: str) -> None:
+    healer = _healer(node)
+    if action == "slotlets":
+        if req.method != "GET":
+            raise MethodNotAllowed(f"{req.method} is not allowed on heal/slotlets")
+        raw = req.query.get("prefix_len", str(heal.DEFAULT_PREFIX_LEN))
+        if not (raw.isascii() and raw.isdigit()) or not 0 <= int(raw) <= heal.MAX_PREFIX_LEN:
+            raise BadRequest(
+                f"prefix_len must be an integer in [0, {heal.MAX_PREFIX_LEN}], got {raw!r}"
+            )
+        prefix_len = int(raw)
+        found = await healer.local_slotlets(slot_id, prefix_len)
+        send_json(
+            req,
+            200,
+            {"slot_id": slot_id, "prefix_len": prefix_len, "slotlets": msgspec.to_builtins(found)},
+        )
+        return
+    if action not in ("heads", "repair"):
+        raise NotFound(f"no such internal route: {req.path}")
+    if req.method != "POST":
+        raise MethodNotAllowed(f"{req.method} is not allowed on heal/{action}")
+    if action == "heads":
+        body = await _json_body(req, _HealHeadsBody, "heal/heads")
+        if len(body.prefixes) > heal.MAX_PREFIXES:
+            raise BadRequest(f"at most {heal.MAX_PREFIXES} prefixes per request")
+        for prefix in body.prefixes:
+            if len(prefix) > 64 or not _HEX.match(prefix):
+                raise BadRequest(f"prefix {prefix!r} is not lowercase hex (at most 64 chars)")
+        keys = await healer.local_heads_by_prefix(slot_id, body.prefixes)
+        send_json(
+            req,
+            200,
+            {
+                "slot_id": slot_id,
+                "heads": [
+                    {"path": p, "head_kind": k, "generation": g, "head_sha256": h}
+                    for p, k, g, h in keys
+                ],
+            },
+        )
+        return
+    repair = await _json_body(req, _HealRepairBody, "heal/repair")
+    placement = node.runtime.placement
+    source = repair.source_node_id
+    if source not in placement.node_ids:
+        raise BadRequest(f"source_node_id {source!r} is not a node of this cluster")
+    if source == node.node_id:
+        raise BadRequest(f"source_node_id {source!r} is this node")
+    if not placement.holds(node.node_id, slot_id):
+        raise BadRequest(f"node {node.node_id} does not hold slot {slot_id}")
+    if len(repair.blob_paths) > heal.MAX_REPAIR_PATHS:
+        raise BadRequest(f"at most {heal.MAX_REPAIR_PATHS} blob_paths per request")
+    for path in repair.blob_paths:
+        if not path:
+            raise BadRequest("blob_paths may not contain an empty path")
+        expected = placement.slot_of(path)
+        if expected != slot_id:
+            raise BadRequest(f"path {path!r} belongs to slot {expected}, not {slot_id}")
+    report = await healer.repair(slot_id, source, repair.blob_paths, dry_run=repair.dry_run)
+    log.info(
+        "heal/repair slot %d from %s: %d repaired, %d skipped, %d errors, %d bytes moved%s",
+        slot_id,
+        source,
+        report.repaired_objects,
+        report.skipped_objects,
+        len(report.errors),
+        report.moved_bytes,
+        " (dry run)" if report.dry_run else "",
+    )
+    send_json(req, 200, msgspec.to_builtins(report))
+
+
+async def _heal_slot_digests(node: Node, req: Request) -> None:
+    """Whole-slot digests of many slots (extension of §8: anti-entropy's first look)."""
+    if req.method != "POST":
+        raise MethodNotAllowed(f"{req.method} is not allowed on heal/slots")
+    body = await _json_body(req, _HealSlotsBody, "heal/slots")
+    total = node.runtime.placement.total_slots
+    bad = [s for s in body.slots if not 0 <= s < total]
+    if bad:
+        raise BadRequest(f"slot {bad[0]} out of range [0, {total})")
+    found = await _healer(node).local_slot_digests(body.slots)
+    send_json(req, 200, {"node_id": node.node_id, "slots": msgspec.to_builtins(found)})

@@ -14,6 +14,7 @@ import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
+from amberio.cluster.antientropy import AntiEntropy, AntiEntropySettings
 from amberio.cluster.bootstrap import Runtime, bootstrap
 from amberio.cluster.liveness import run_heartbeats
 from amberio.cluster.peers import Peers
@@ -155,6 +156,15 @@ async def _serve_node(runtime: Runtime) -> int:
     reconcile.add_done_callback(_log_reconcile)
     watcher = asyncio.create_task(_watch_external_writes(node, executor, reconcile, stop))
     liveness = asyncio.create_task(node.coordinator.watch_liveness(stop))
+    anti_entropy = AntiEntropy(
+        node_id=runtime.node_id,
+        placement=runtime.placement,
+        blobs=node.blobs,
+        peers=peers,
+        settings=AntiEntropySettings.from_config(runtime.config.anti_entropy),
+        alive=node.coordinator.alive,
+    )
+    repairs = asyncio.create_task(anti_entropy.run(stop, asyncio.wrap_future(reconcile)))
     log.info(
         "serving on http://%s:%d (cluster %s, namespace %s)",
         runtime.bind_host,
@@ -173,6 +183,8 @@ async def _serve_node(runtime: Runtime) -> int:
             await asyncio.wait_for(watcher, timeout=SHUTDOWN_GRACE_SECONDS)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(liveness, timeout=SHUTDOWN_GRACE_SECONDS)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(repairs, timeout=SHUTDOWN_GRACE_SECONDS)
         await peers.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.wrap_future(reconcile), timeout=SHUTDOWN_GRACE_SECONDS)
