@@ -19,6 +19,8 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgspec
+
 from amberio.cluster.peers import PeerError, Peers
 from amberio.cluster.placement import Placement
 from amberio.cluster.registry import Registry
@@ -26,6 +28,7 @@ from amberio.core import ObjectHasher, PartWriter
 from amberio.errors import NotFound, QuorumNotReached, Unavailable, WriteIdConflict
 from amberio.storage import layout
 from amberio.storage.blobs import (
+    READ_CHUNK,
     BlobStore,
     DeleteResult,
     PutResult,
@@ -43,6 +46,8 @@ log = logging.getLogger("amberio.cluster.replication")
 
 T = TypeVar("T")
 LIVENESS_REFRESH_SECONDS = 1.0
+MAX_STREAM_REFETCHES = 4
+"""Parts a streaming read may fetch again after the response started (bad local copies)."""
 
 
 class Coordinator:
@@ -448,7 +453,67 @@ class Coordinator:
         if self.node_id not in replicas:
             return self._proxy(plan)
         await self._materialize(plan)
-        return await self.blobs.open_stream(plan)
+        try:
+            stream = await self.blobs.open_stream(plan)
+        except Unavailable as exc:
+            # A local part failed verification (BlobStore quarantined it) or its file is
+            # gone: fetch it again from a replica holding the winning head, retry once.
+            log.warning("read of %r: %s; fetching from a replica", plan.head.blob_path, exc)
+            await self._refetch(plan)
+            stream = await self.blobs.open_stream(plan)
+        if plan.length <= READ_CHUNK and len(self._needed_parts(plan)) == 1:
+            return stream  # the first chunk, read and verified above, is all of it
+        return self._healing_stream(plan, stream)
+
+    async def _refetch(self, plan: ReadPlan) -> None:
+        """Fetch the parts of `plan` missing here (quarantined ones included) from a
+        replica holding the same head; other replicas are asked when the plan knows none."""
+        sources = [s for s in plan.sources if s != self.node_id]
+        if not sources:
+            others = [r for r in self.placement.replicas(plan.slot_id) if r != self.node_id]
+            heads = await asyncio.gather(
+                *(self.peers.get_head(r, plan.slot_id, plan.head.blob_path) for r in others),
+                return_exceptions=True,
+            )
+            sources = [
+                r
+                for r, h in zip(others, heads, strict=True)
+                if isinstance(h, Head) and h.rank == plan.head.rank
+            ]
+        await self._materialize(msgspec.structs.replace(plan, sources=sources))
+
+    async def _healing_stream(
+        self, plan: ReadPlan, stream: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        """`stream`, continued from a replica's copy when a local part fails verification
+        (or vanishes) after the response started: the bad part is fetched again and the
+        rest of the range is read from the fresh copy (once per part, at most a few)."""
+        sent = 0
+        retries = 0
+        while True:
+            try:
+                async for chunk in stream:
+                    sent += len(chunk)
+                    yield chunk
+                return
+            except Unavailable as exc:
+                retries += 1
+                if retries > MAX_STREAM_REFETCHES:
+                    raise
+                rest = msgspec.structs.replace(
+                    plan,
+                    range=ByteRange(
+                        plan.start + sent, plan.start + plan.length - 1, plan.meta.size_bytes
+                    ),
+                )
+                log.warning(
+                    "read of %r failed after %d bytes: %s; fetching from a replica",
+                    plan.head.blob_path,
+                    sent,
+                    exc,
+                )
+                await self._refetch(rest)
+                stream = await self.blobs.open_stream(rest)
 
     def _needed_parts(self, plan: ReadPlan) -> range:
         part_size = plan.meta.part_size
