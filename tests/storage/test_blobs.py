@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -43,9 +44,11 @@ def pattern(n: int, seed: int = 1) -> bytes:
 class Node:
     """One node's storage on a temp disk (embedded: it holds every slot)."""
 
-    def __init__(self, disk: Path, executor: ThreadPoolExecutor, **kwargs: Any) -> None:
+    def __init__(
+        self, disk: Path, executor: ThreadPoolExecutor, max_open: int = 128, **kwargs: Any
+    ) -> None:
         self.disk = str(disk)
-        self.slots = SlotStore([self.disk])
+        self.slots = SlotStore([self.disk], max_open=max_open)
         self.slots.prepare()
         self.index = NodeIndex(os.path.join(self.disk, "amberio", "index.sqlite3"))
         options: dict[str, Any] = {
@@ -768,3 +771,46 @@ def test_external_writes_are_picked_up_by_sync(node: Node) -> None:
         "sync/external",
     ]
     assert node.store.sync_external_changes() == 0
+
+
+def test_sync_leaves_slots_alone_that_were_only_closed(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """More slot databases than stay open: a slot pushed out of the open set is not new, so
+    an idle node re-indexes nothing (and opens no databases) on every sync."""
+    small = Node(tmp_path / "lru", executor, max_open=3)
+    try:
+        for i in range(60):
+            small.put(f"lru/{i:02d}", str(i).encode())
+        assert len(small.slots.existing_slots()) > 3 * small.slots.max_open
+        small.store.sync_external_changes()
+        open_before = {db.slot_id for db in small.slots.open_dbs()}
+        for _ in range(3):
+            assert small.store.sync_external_changes() == 0
+        assert {db.slot_id for db in small.slots.open_dbs()} == open_before
+        assert [e.path for e in small.store.list("lru/", None, 100, False)] == [
+            f"lru/{i:02d}" for i in range(60)
+        ]
+    finally:
+        small.close()
+
+
+def test_sync_indexes_a_slot_database_another_process_created(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    disk = tmp_path / "d"
+    first = Node(disk, executor)
+    first.put("made/elsewhere", b"by another process")
+    first.close()
+    index_path = os.path.join(str(disk), "amberio", "index.sqlite3")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(index_path + suffix)
+    second = Node(disk, executor)
+    try:
+        assert second.store.list("made/", None, 10, False) == []
+        assert second.store.sync_external_changes() == 1
+        assert [e.path for e in second.store.list("made/", None, 10, False)] == ["made/elsewhere"]
+        assert second.store.sync_external_changes() == 0
+    finally:
+        second.close()

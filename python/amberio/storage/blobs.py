@@ -112,6 +112,9 @@ class BlobStore:
         # Generations handed to writes still in flight, so two concurrent writes of one
         # path on this node never share a generation.
         self._reserved: dict[str, int] = {}
+        # Slots whose database the listing index has been built from (open or not): a
+        # slot the bounded set of open databases pushed out is not a new slot.
+        self._indexed_slots: set[int] = set()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -545,9 +548,10 @@ class BlobStore:
         known = {db.slot_id for db in self.slots.open_dbs()}
         synced = 0
         for slot_id in self.slots.existing_slots():
-            if slot_id not in known:
+            if slot_id not in self._indexed_slots:
                 db = self.slots.db(slot_id)
                 self.index.reconcile_slot(slot_id, db.all_heads)
+                self._indexed_slots.add(slot_id)
                 synced += 1
         for db in self.slots.open_dbs():
             if db.slot_id in known and db.changed_by_others():
@@ -561,6 +565,7 @@ class BlobStore:
         for slot_id in self.slots.existing_slots():
             db = self.slots.db(slot_id)
             self.index.reconcile_slot(slot_id, db.all_heads)
+            self._indexed_slots.add(slot_id)
             count += len(self.index.list_slot(slot_id))
         return count
 
