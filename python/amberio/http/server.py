@@ -27,6 +27,7 @@ from amberio.http.router import App, Node
 from amberio.logs import set_node_id
 from amberio.storage.blobs import BlobStore
 from amberio.storage.index import NodeIndex
+from amberio.storage.scrub import Scrubber
 from amberio.storage.slots import SlotStore
 
 log = logging.getLogger("amberio.server")
@@ -156,6 +157,7 @@ async def _serve_node(runtime: Runtime) -> int:
     reconcile.add_done_callback(_log_reconcile)
     watcher = asyncio.create_task(_watch_external_writes(node, executor, reconcile, stop))
     liveness = asyncio.create_task(node.coordinator.watch_liveness(stop))
+    scrub = asyncio.create_task(Scrubber(node.slots, node.blobs.run).run_forever(stop))
     anti_entropy = AntiEntropy(
         node_id=runtime.node_id,
         placement=runtime.placement,
@@ -183,6 +185,8 @@ async def _serve_node(runtime: Runtime) -> int:
             await asyncio.wait_for(watcher, timeout=SHUTDOWN_GRACE_SECONDS)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(liveness, timeout=SHUTDOWN_GRACE_SECONDS)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(scrub, timeout=SHUTDOWN_GRACE_SECONDS)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(repairs, timeout=SHUTDOWN_GRACE_SECONDS)
         await peers.close()

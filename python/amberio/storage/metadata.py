@@ -226,6 +226,37 @@ class SlotDb:
             committed_replicas=int(committed or 1),
         )
 
+    def all_parts(self) -> list[tuple[str, PartRow]]:
+        """(blob path, row) of every part stored as a file in this slot (for the scrub)."""
+        rows = self._reader.execute(
+            "SELECT id, blob_path, generation, part_no, sha256, size_bytes, external_path, "
+            "block_crc32c FROM file_entries WHERE slot_id = ? AND file_kind = 'part' "
+            "AND external_path IS NOT NULL AND sha256 IS NOT NULL",
+            (self.slot_id,),
+        ).fetchall()
+        found: list[tuple[str, PartRow]] = []
+        for row_id, blob_path, generation, part_no, sha256, size, external_path, crcs in rows:
+            path = (
+                external_path
+                if os.path.isabs(external_path)
+                else os.path.join(self.directory, external_path)
+            )
+            found.append(
+                (
+                    str(blob_path),
+                    PartRow(
+                        part_no=int(part_no or 0),
+                        generation=int(generation or 0),
+                        sha256=str(sha256).lower(),
+                        size_bytes=int(size) if size is not None else -1,
+                        path=path,
+                        block_crc32c=bytes(crcs) if crcs is not None else None,
+                        row_id=int(row_id),
+                    ),
+                )
+            )
+        return found
+
     def all_heads(self) -> list[Head]:
         """Winner head of every path in this slot (for the node index and anti-entropy)."""
         rows = self._reader.execute(
