@@ -101,8 +101,8 @@ def send_error(ctx: Context, err: S3Error) -> None:
         xml.sub(root, "Code", err.s3_code)
         xml.sub(root, "Message", err.message)
         for name, value in err.fields.items():
-            xml.sub(root, name, value)
-        xml.sub(root, "Resource", ctx.req.path)
+            xml.sub(root, name, xml.error_text(value))
+        xml.sub(root, "Resource", xml.error_text(ctx.req.path))
         xml.sub(root, "RequestId", ctx.request_id)
         ctx.send_xml(status, root, err.headers)
     except Exception:

@@ -8,6 +8,7 @@ what every AWS SDK signs; the HTTP server gives us no raw path.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import hmac
@@ -116,18 +117,88 @@ class Verifier:
             raise S3Error(
                 "InvalidArgument", "only one auth mechanism allowed: header or query parameters"
             )
+        v2_query = any(name == "AWSAccessKeyId" for name, _ in pairs)
+        if authorization is not None and v2_query:
+            raise S3Error(
+                "InvalidArgument", "only one auth mechanism allowed: header or query parameters"
+            )
         if authorization is not None:
+            if authorization.startswith("AWS "):
+                return self._verify_v2(req, pairs, now, authorization=authorization)
             return self._verify_header(req, authorization, pairs, now)
         if presigned:
             return self._verify_query(req, pairs, now)
-        if any(name in ("AWSAccessKeyId", "Signature") for name, _ in pairs):
-            raise S3Error(
-                "InvalidRequest",
-                "this server supports only AWS4-HMAC-SHA256 (Signature Version 4)",
-            )
+        if v2_query:
+            return self._verify_v2(req, pairs, now, authorization=None)
         raise S3Error("AccessDenied", "Access Denied: the request is not signed")
 
-    # ---- Authorization header --------------------------------------------------------
+    # ---- Signature Version 2 (what boto3 presigns by default) --------------------------
+
+    def _verify_v2(
+        self,
+        req: Request,
+        pairs: list[tuple[str, str]],
+        now: datetime.datetime,
+        *,
+        authorization: str | None,
+    ) -> Signed:
+        params = dict(pairs)
+        if authorization is not None:
+            access_key_id, sep, signature = authorization[4:].strip().rpartition(":")
+            if not sep or not access_key_id:
+                raise S3Error(
+                    "AuthorizationHeaderMalformed", "expected 'AWS <access key>:<signature>'"
+                )
+            amz_date = req.header("x-amz-date")
+            date_text = amz_date or req.header("date")
+            if date_text is None:
+                raise S3Error(
+                    "AccessDenied", "AWS authentication requires a valid Date or x-amz-date header"
+                )
+            stamp = _parse_http_date(date_text)
+            if abs((now - stamp).total_seconds()) > MAX_SKEW_SECONDS:
+                raise S3Error(
+                    "RequestTimeTooSkewed",
+                    "the difference between the request time and the server's time is too large",
+                )
+            date_line = "" if amz_date is not None else date_text
+        else:
+            access_key_id = params.get("AWSAccessKeyId", "")
+            signature = params.get("Signature", "")
+            expires = params.get("Expires", "")
+            if not signature or not (expires.isascii() and expires.isdigit()):
+                raise S3Error(
+                    "AuthorizationQueryParametersError",
+                    "query-string authentication needs AWSAccessKeyId, Signature and Expires",
+                )
+            if now.timestamp() > int(expires):
+                raise S3Error("AccessDenied", "Request has expired")
+            date_line = expires
+        secret = self._secrets.get(access_key_id)
+        if secret is None:
+            raise S3Error(
+                "InvalidAccessKeyId",
+                "the access key id you provided does not exist in our records",
+            )
+        content_types = [req.header("content-type") or ""]
+        if authorization is None and content_types[0]:
+            # A presigned URL rarely fixes a Content-Type, but HTTP libraries add one.
+            content_types.append("")
+        for content_type in content_types:
+            to_sign = string_to_sign_v2(req, pairs, date_line, content_type)
+            expected = base64.b64encode(
+                hmac.new(secret.encode("utf-8"), to_sign.encode("utf-8"), hashlib.sha1).digest()
+            ).decode("ascii")
+            if hmac.compare_digest(expected, signature.strip()):
+                return Signed(access_key_id, b"", "", "", expected, authorization is None)
+        raise S3Error(
+            "SignatureDoesNotMatch",
+            "the request signature we calculated does not match the signature you provided; "
+            "check your key and signing method",
+            fields={"StringToSign": string_to_sign_v2(req, pairs, date_line, content_types[0])},
+        )
+
+    # ---- Signature Version 4: Authorization header ------------------------------------
 
     def _verify_header(
         self,
@@ -332,6 +403,66 @@ def canonical_request(
             ";".join(names),
             payload_hash,
         )
+    )
+
+
+# Query parameters that are part of a SigV2 canonical resource.
+V2_SUBRESOURCES: Final = frozenset(
+    [
+        "accelerate",
+        "acl",
+        "cors",
+        "delete",
+        "lifecycle",
+        "location",
+        "logging",
+        "notification",
+        "partNumber",
+        "policy",
+        "requestPayment",
+        "restore",
+        "tagging",
+        "torrent",
+        "uploadId",
+        "uploads",
+        "versionId",
+        "versioning",
+        "versions",
+        "website",
+        "response-cache-control",
+        "response-content-disposition",
+        "response-content-encoding",
+        "response-content-language",
+        "response-content-type",
+        "response-expires",
+        "analytics",
+        "metrics",
+        "inventory",
+        "select",
+        "select-type",
+        "object-lock",
+        "replication",
+        "storageClass",
+    ]
+)
+
+
+def string_to_sign_v2(
+    req: Request, pairs: list[tuple[str, str]], date_line: str, content_type: str
+) -> str:
+    amz: dict[str, list[str]] = {}
+    for name, value in req.headers.items():
+        lowered = name.lower()
+        if lowered.startswith("x-amz-"):
+            amz.setdefault(lowered, []).append(str(value).strip())
+    amz_lines = "".join(f"{name}:{','.join(amz[name])}\n" for name in sorted(amz))
+    resource = uri_encode(req.path, keep_slash=True)
+    subresources = sorted((k, v) for k, v in pairs if k in V2_SUBRESOURCES)
+    if subresources:
+        resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in subresources)
+    return (
+        f"{req.method}\n{(req.header('content-md5') or '').strip()}\n{content_type.strip()}\n"
+        f"{date_line}\n{amz_lines}{resource}"
     )
 
 

@@ -154,12 +154,14 @@ class Payload:
         executor: Executor | None,
         max_bytes: int | None = None,
         on_verified: Callable[[Payload], None] | None = None,
+        source: AsyncIterable[bytes] | None = None,
     ) -> None:
         self.spec = spec
         self._on_verified = on_verified
         self._executor = executor
         self._max_bytes = max_bytes
-        source: AsyncIterable[bytes] = req.body()
+        if source is None:
+            source = req.body()
         self._decoder: AwsChunkedDecoder | None = None
         if spec.aws_chunked:
             chunk_signer = signer if (signer is not None and not signer.presigned) else None
@@ -281,11 +283,12 @@ async def read_all(
     signer: auth.Signed | None,
     limit: int,
     executor: Executor | None = None,
+    source: AsyncIterable[bytes] | None = None,
 ) -> bytes:
     """The whole (small) decoded body, verified; MaxMessageLengthExceeded beyond `limit`."""
     spec = BodySpec.from_request(req)
     if spec.decoded_length is not None and spec.decoded_length > limit:
         raise S3Error("MaxMessageLengthExceeded", f"the request body is larger than {limit} bytes")
-    payload = Payload(req, spec, signer=signer, executor=executor, max_bytes=limit)
+    payload = Payload(req, spec, signer=signer, executor=executor, max_bytes=limit, source=source)
     pieces = [chunk async for chunk in payload]
     return b"".join(pieces)

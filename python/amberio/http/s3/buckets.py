@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from amberio.http.messages import Request
-from amberio.http.s3 import body, meta, xml
+from amberio.http.s3 import meta, xml
 from amberio.http.s3.context import Context
 from amberio.http.s3.delete import delete_blob
 from amberio.http.s3.errors import S3Error, not_implemented
@@ -136,7 +136,7 @@ async def handle_list(ctx: Context, op: ListBuckets) -> None:
 
 
 async def handle_create(ctx: Context, op: CreateBucket) -> None:
-    raw = await body.read_all(ctx.req, signer=ctx.signed, limit=MAX_CREATE_BODY)
+    raw = await ctx.read_all(MAX_CREATE_BODY)
     if raw.strip():
         root = xml.parse(raw, "CreateBucketConfiguration")
         xml.child_text(root, "LocationConstraint")  # any region is accepted

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from xml.etree.ElementTree import Element
@@ -14,6 +15,7 @@ from amberio.errors import NotFound
 from amberio.http.messages import Request
 from amberio.http.s3 import xml
 from amberio.http.s3.auth import Signed, Verifier
+from amberio.http.s3.body import BodySpec, Payload, read_all
 
 if TYPE_CHECKING:
     from amberio.cluster.replication import Coordinator
@@ -75,6 +77,56 @@ class Context:
     request_id: str
     signed: Signed | None = None
     responded: bool = False
+    body_consumed: bool = False
+
+    def body(self) -> AsyncIterator[bytes]:
+        """The raw request body (iterate once); remembers whether it was read to the end."""
+        return self._read_body()
+
+    async def _read_body(self) -> AsyncIterator[bytes]:
+        async for chunk in self.req.body():
+            yield chunk
+        self.body_consumed = True
+
+    def payload(
+        self, spec: BodySpec, *, on_verified: Callable[[Payload], None] | None = None
+    ) -> Payload:
+        """The decoded, verified body of this request (see body.Payload)."""
+        return Payload(
+            self.req,
+            spec,
+            signer=self.signed,
+            executor=self.blobs.executor,
+            on_verified=on_verified,
+            source=self.body(),
+        )
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole (small) decoded body, verified."""
+        return await read_all(
+            self.req,
+            signer=self.signed,
+            limit=limit,
+            executor=self.blobs.executor,
+            source=self.body(),
+        )
+
+    def _connection_headers(self) -> list[tuple[str, str]]:
+        """`connection: close` when answering before the request body was read.
+
+        A client that sent `Expect: 100-continue` and gets a final answer does not send its
+        body, but the HTTP server would then take the next request's first bytes for it; a
+        client that did send it would have them taken for the next request. Closing the
+        connection is the only answer that is right either way.
+        """
+        if self.body_consumed:
+            return []
+        req = self.req
+        length = req.header("content-length")
+        has_body = (length is not None and length.strip() not in ("", "0")) or (
+            req.header("transfer-encoding") is not None
+        )
+        return [("connection", "close")] if has_body else []
 
     @property
     def blobs(self) -> BlobStore:
@@ -93,7 +145,11 @@ class Context:
             return None
 
     def base_headers(self) -> list[tuple[str, str]]:
-        return [("x-amz-request-id", self.request_id), ("x-amz-id-2", self.request_id)]
+        return [
+            ("x-amz-request-id", self.request_id),
+            ("x-amz-id-2", self.request_id),
+            *self._connection_headers(),
+        ]
 
     def send_xml(
         self, status: int, root: Element, headers: list[tuple[str, str]] | None = None

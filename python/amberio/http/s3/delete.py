@@ -8,7 +8,7 @@ from typing import Final
 
 from amberio.errors import AmberioError, NotFound
 from amberio.http.messages import Request
-from amberio.http.s3 import body, xml
+from amberio.http.s3 import xml
 from amberio.http.s3.context import Context
 from amberio.http.s3.errors import S3Error, from_amberio, not_implemented
 from amberio.http.s3.names import blob_path, check_key
@@ -50,9 +50,7 @@ async def handle_delete(ctx: Context, op: DeleteObject) -> None:
 
 
 async def handle_delete_objects(ctx: Context, op: DeleteObjects) -> None:
-    raw = await body.read_all(
-        ctx.req, signer=ctx.signed, limit=MAX_DELETE_BODY, executor=ctx.blobs.executor
-    )
+    raw = await ctx.read_all(MAX_DELETE_BODY)
     root = xml.parse(raw, "Delete")
     quiet_text = xml.child_text(root, "Quiet")
     quiet = (quiet_text or "").strip().lower() == "true"

@@ -312,9 +312,7 @@ async def handle_upload_part(ctx: Context, op: UploadPart) -> None:
                 "value": checksums.b64(payload.checksum),
             }
 
-    payload = body.Payload(
-        ctx.req, spec, signer=ctx.signed, executor=ctx.blobs.executor, on_verified=record
-    )
+    payload = ctx.payload(spec, on_verified=record)
     result = await ctx.store.put(
         part_blob(op.upload_id, op.part_number),
         payload,
@@ -410,9 +408,7 @@ def _result_element(bucket: str, key: str, etag: str, checksum: dict[str, Any] |
 
 async def handle_complete(ctx: Context, op: CompleteMultipartUpload) -> None:
     upload = await load_upload(ctx, op.bucket, op.key, op.upload_id, open_only=False)
-    raw = await body.read_all(
-        ctx.req, signer=ctx.signed, limit=MAX_COMPLETE_BODY, executor=ctx.blobs.executor
-    )
+    raw = await ctx.read_all(MAX_COMPLETE_BODY)
     algorithm = upload.checksum_algorithm
     listed = _parse_part_list(raw, algorithm)
     if upload.state == "completed":

@@ -105,13 +105,7 @@ async def handle(ctx: Context, op: PutObject) -> None:
     path = blob_path(op.bucket, op.key)
     await check_write_conditions(ctx, path, op.key, op.if_match, op.if_none_match)
     extra = op.attributes.to_extra()
-    payload = Payload(
-        ctx.req,
-        spec,
-        signer=ctx.signed,
-        executor=ctx.blobs.executor,
-        on_verified=checksum_recorder(extra),
-    )
+    payload = ctx.payload(spec, on_verified=checksum_recorder(extra))
     result = await ctx.store.put(
         path,
         payload,

@@ -13,6 +13,7 @@ expansion, no external entities, no XML bombs) and anything that is not well-for
 from __future__ import annotations
 
 import re
+import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Final
@@ -23,6 +24,7 @@ NS: Final = "http://s3.amazonaws.com/doc/2006-03-01/"
 _DECLARATION: Final = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 # Characters XML 1.0 does not allow literally (plus CR, which a parser would turn into LF).
 _NOT_XML_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff]")
+_NOT_XML_CHAR: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _DTD: Final = re.compile(r"<!\s*(DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
 
 
@@ -48,6 +50,12 @@ def to_bytes(root: ET.Element) -> bytes:
     if _NOT_XML_TEXT.search(text):
         text = _NOT_XML_TEXT.sub(lambda m: f"&#x{ord(m.group(0)):X};", text)
     return _DECLARATION + text.encode("utf-8")
+
+
+def error_text(text: str) -> str:
+    """Text for an error document, which clients parse strictly: a path or key that XML 1.0
+    cannot carry at all (control characters other than TAB, LF, CR) is percent-encoded."""
+    return urllib.parse.quote(text, safe="/") if _NOT_XML_CHAR.search(text) else text
 
 
 def local_name(tag: str) -> str:
