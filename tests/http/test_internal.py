@@ -10,6 +10,7 @@ import sqlite3
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.http.conftest import (
     Client,
     Response,
     ServerProcess,
+    running_server,
 )
 
 HEAD_KEYS = {"found", "head_kind", "generation", "head_sha256", "meta", "tombstone"}
@@ -33,6 +35,13 @@ NOT_FOUND = {
     "meta": None,
     "tombstone": None,
 }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """This module's own node (its slot databases are written by the tests directly)."""
+    with running_server(tmp_path_factory.mktemp("internal")) as srv:
+        yield srv
 
 
 def slot_of(path: str) -> int:

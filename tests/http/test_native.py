@@ -14,6 +14,7 @@ import socket
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,12 +28,20 @@ from tests.http.conftest import (
     Response,
     ServerProcess,
     blob_target,
+    running_server,
 )
 
 MiB = 1024 * 1024
 PART_SIZE = 8 * MiB  # the embedded default
 PUT_KEYS = {"path", "slot_id", "generation", "etag", "size_bytes", "committed_replicas"}
 ITEM_KEYS = {"path", "generation", "etag", "size_bytes", "deleted", "updated_at"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """This module's own node: what it lists and how much memory it uses is ours alone."""
+    with running_server(tmp_path_factory.mktemp("native")) as srv:
+        yield srv
 
 
 def slot_of(path: str) -> int:
@@ -649,8 +658,7 @@ def test_bad_paths_store_nothing(server: ServerProcess) -> None:
     for raw in ("a/../b", "a%00b", "a%FFb", "x" * 1025):
         client.request("PUT", f"{API}/blobs/{raw}", b"payload")
     names = [i["path"] for i in client.list_all("", include_deleted=True)]
-    # every test of this session writes under `t/` (native) or `i/` (internal)
-    assert not [n for n in names if not n.startswith(("t/", "i/"))], names
+    assert not [n for n in names if not n.startswith("t/")], names
     # nothing was ever written outside <data>/slots/<slot>/
     for entry in os.listdir(server.data_dir):
         assert entry in ("amberio", "slots"), entry
@@ -809,6 +817,24 @@ def test_sigterm_with_requests_in_flight_exits_0_within_the_grace_period(
     assert fresh_server.files_under("amberio/tmp") == []
     assert [f for f in fresh_server.files_under("slots") if "/inflight/upload/" in f] == []
     assert fresh_server.client.get("inflight/big").body == data
+
+
+def test_an_idle_node_keeps_its_descriptors_and_memory(server: ServerProcess) -> None:
+    """More slots touched than stay open: an idle node must not reopen them over and over."""
+    base = unique("many-slots")
+    slots_dir = server.data_dir / "slots"
+    i = 0
+    while len(os.listdir(slots_dir)) <= 160:  # more than the node keeps open (128)
+        assert server.client.put(f"{base}{i}", b"x").status == 201
+        i += 1
+    time.sleep(1.1)  # the once-a-second check for external writes has run
+    fds = len(os.listdir(f"/proc/{server.pid}/fd"))
+    rss = server.rss_bytes()
+    time.sleep(1.2)
+    fd_growth = len(os.listdir(f"/proc/{server.pid}/fd")) - fds
+    assert fd_growth < 20, f"an idle node opened {fd_growth} more descriptors in ~1 s"
+    rss_growth = server.rss_bytes() - rss
+    assert rss_growth < 8 * MiB, f"an idle node grew by {rss_growth / MiB:.1f} MiB in ~1 s"
 
 
 # ---- streaming large bodies -------------------------------------------------------------------
