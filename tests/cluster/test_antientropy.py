@@ -731,3 +731,14 @@ def test_http_repair_rejects_a_path_of_another_slot(node: Http) -> None:
 def test_http_wrong_method(node: Http) -> None:
     status, doc = node.call("GET", "/internal/v1/slots/1/heal/repair")
     assert status == 405 and doc["code"]
+
+
+def test_gc_does_not_churn_the_open_database_set(cluster: FakeCluster) -> None:
+    node = cluster["node-1"]
+    for i in range(12):
+        run(node.put(f"churn/{i}", b"x"))
+    node.slots.close()  # nothing open now
+    ae = node.anti_entropy()
+    stats = run(ae.collect_garbage())
+    assert stats.slots == len(node.slots.existing_slots()) > 1
+    assert node.slots.open_dbs() == []

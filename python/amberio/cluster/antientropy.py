@@ -32,6 +32,7 @@ from amberio.cluster.peers import PeerError, Peers
 from amberio.cluster.placement import Placement
 from amberio.storage import gc
 from amberio.storage.blobs import BlobStore
+from amberio.storage.metadata import SlotDb
 
 log = logging.getLogger("amberio.cluster.antientropy")
 
@@ -79,9 +80,11 @@ class AntiEntropySettings:
 
     @classmethod
     def from_config(cls, section: Any) -> AntiEntropySettings:
-        """From `config.anti_entropy` (§2). The budget and retention keys are read when the
-        config defines them, else from `AMBERIO_AE_OPS_PER_SECOND`,
-        `AMBERIO_AE_BYTES_PER_SECOND`, `AMBERIO_TOMBSTONE_RETENTION_SECONDS`, else defaults."""
+        """From `config.anti_entropy` (§2). The budget, retention and start-delay keys are
+        read when the config defines them, else from `AMBERIO_AE_OPS_PER_SECOND`,
+        `AMBERIO_AE_BYTES_PER_SECOND`, `AMBERIO_TOMBSTONE_RETENTION_SECONDS`,
+        `AMBERIO_AE_START_DELAY_SECONDS` (the first pass after start; tests that must see
+        replicas differ set it high), else defaults."""
 
         def pick(name: str, env: str, default: float | None) -> float | None:
             value = getattr(section, name, None)
@@ -96,6 +99,7 @@ class AntiEntropySettings:
 
         ops = pick("max_ops_per_second", "AMBERIO_AE_OPS_PER_SECOND", DEFAULT_OPS_PER_SECOND)
         rate = pick("max_bytes_per_second", "AMBERIO_AE_BYTES_PER_SECOND", None)
+        delay = pick("start_delay_seconds", "AMBERIO_AE_START_DELAY_SECONDS", None)
         return cls(
             interval_seconds=float(getattr(section, "interval_seconds", 300.0)),
             gc_grace_seconds=float(getattr(section, "gc_grace_seconds", gc.DEFAULT_GRACE_SECONDS)),
@@ -104,6 +108,7 @@ class AntiEntropySettings:
             tombstone_retention_seconds=pick(
                 "tombstone_retention_seconds", "AMBERIO_TOMBSTONE_RETENTION_SECONDS", None
             ),
+            start_delay_seconds=START_DELAY_SECONDS if delay is None else max(delay, 0.0),
         )
 
 
@@ -257,13 +262,24 @@ class AntiEntropy:
         return total
 
     def _collect_slot(self, slot_id: int, grace: float, retention: float) -> gc.GcStats:
-        db = self.blobs.slots.db(slot_id)
-        return gc.collect_slot(
-            db,
-            grace_seconds=grace,
-            retention_seconds=retention,
-            heads_changed=lambda: self.blobs.index.reconcile_slot(slot_id, db.all_heads),
-        )
+        # A database that is not open already is opened for this slot alone and closed
+        # right after: going through the bounded set of open databases would push every
+        # busy slot out of it (and keep thousands of retired handles for minutes).
+        slots = self.blobs.slots
+        db = next((d for d in slots.open_dbs() if d.slot_id == slot_id), None)
+        own = db is None
+        if db is None:
+            db = SlotDb(slot_id, slots.slot_dir(slot_id))
+        try:
+            return gc.collect_slot(
+                db,
+                grace_seconds=grace,
+                retention_seconds=retention,
+                heads_changed=lambda: self.blobs.index.reconcile_slot(slot_id, db.all_heads),
+            )
+        finally:
+            if own:
+                db.close()
 
     def _log_pass(self, stats: PassStats) -> None:
         line = (
