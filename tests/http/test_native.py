@@ -11,6 +11,7 @@ import http.client
 import os
 import random
 import socket
+import threading
 import time
 import urllib.parse
 import uuid
@@ -347,6 +348,43 @@ def test_write_id_replay_and_conflict(client: Client) -> None:
     second = client.put(path, data, write_id="write-2")
     assert second.status == 201
     assert second.json()["generation"] == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a retry that overlaps its still-running original (same write id, same "
+    "body) is written again as a new generation instead of answering the original result",
+)
+def test_a_retry_overlapping_its_original_is_a_replay(server: ServerProcess) -> None:
+    path = unique("overlap") + "o"
+    data = pattern(3 * MiB, 13)
+    answers: list[Response] = []
+
+    def slow_put() -> None:
+        def body() -> Iterator[bytes]:
+            for i in range(0, len(data), 256 * 1024):
+                yield data[i : i + 256 * 1024]
+                time.sleep(0.02)
+
+        answers.append(
+            server.client.request(
+                "PUT",
+                blob_target(path),
+                body(),
+                {"X-Amberio-Write-Id": "overlapping", "Content-Length": str(len(data))},
+            )
+        )
+
+    first = threading.Thread(target=slow_put)
+    second = threading.Thread(target=slow_put)
+    first.start()
+    time.sleep(0.1)
+    second.start()
+    first.join()
+    second.join()
+    assert sorted(a.status for a in answers) == [200, 201], answers
+    assert {a.json()["generation"] for a in answers} == {1}
+    assert server.client.get(path).headers["x-amberio-generation"] == "1"
 
 
 @pytest.mark.parametrize("write_id", ["x" * 201, "tab\there"])
