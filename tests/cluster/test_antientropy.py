@@ -742,3 +742,31 @@ def test_gc_does_not_churn_the_open_database_set(cluster: FakeCluster) -> None:
     stats = run(ae.collect_garbage())
     assert stats.slots == len(node.slots.existing_slots()) > 1
     assert node.slots.open_dbs() == []
+
+
+def test_anti_entropy_does_not_pull_back_a_tombstone_gc_compacted(cluster: FakeCluster) -> None:
+    path = "old/tomb"
+
+    async def go() -> None:
+        await cluster.write(path, b"x", on=["node-1"])
+        await cluster.delete(path, on=["node-1"])
+        slot = cluster.placement.slot_of(path)
+        old = Head.from_document(
+            path,
+            "tombstone",
+            {"path": path, "generation": 9, "deleted": True, "updated_at": "2000-01-01T00:00:00Z"},
+        )
+        await cluster["node-1"].blobs.apply_head(slot, old)
+        ae = cluster["node-2"].anti_entropy()
+        stats = await ae.run_pass()
+        assert stats.heads_pulled == 0 and stats.errors == 0
+        assert cluster["node-2"].head(path) is None
+        # A replica that still holds the blob takes the tombstone, however old.
+        await cluster.write(path + "2", b"y", on=["node-1", "node-3"])
+        await cluster["node-3"].put(path, b"stale")
+        report = await cluster["node-3"].healer.repair(slot, "node-1", [path])
+        assert report.heads_applied == 1
+        head = cluster["node-3"].head(path)
+        assert head is not None and head.deleted
+
+    run(go())

@@ -132,6 +132,9 @@ class AntiEntropy:
             blobs=self.blobs,
             peers=self.peers,
             limiter=self.limiter,
+            tombstone_retention_seconds=gc.retention_for(
+                self.settings.gc_grace_seconds, self.settings.tombstone_retention_seconds
+            ),
         )
 
     # ---- the loop ------------------------------------------------------------------------
@@ -166,10 +169,18 @@ class AntiEntropy:
             for peer in self.placement.replicas(slot_id):
                 if peer != self.node_id:
                     shared.setdefault(peer, []).append(slot_id)
+        local: dict[int, str] | None = None
         for peer, slots in sorted(shared.items()):
             if stop is not None and stop.is_set():
                 break
-            await self._sync_peer(peer, slots, stats, stop)
+            if not self.alive(peer):
+                stats.peers_unreachable += 1
+                log.debug("anti-entropy: %s is not alive; skipped", peer)
+                continue
+            if local is None:  # once per pass, for every peer
+                found = await self.healer.local_slot_digests(mine)
+                local = {d.slot_id: d.digest for d in found}
+            await self._sync_peer(peer, slots, local, stats, stop)
         if time.time() - self._last_gc >= self.settings.gc_interval_seconds and not (
             stop is not None and stop.is_set()
         ):
@@ -182,14 +193,14 @@ class AntiEntropy:
         return stats
 
     async def _sync_peer(
-        self, peer: str, slots: list[int], stats: PassStats, stop: asyncio.Event | None
+        self,
+        peer: str,
+        slots: list[int],
+        local: dict[int, str],
+        stats: PassStats,
+        stop: asyncio.Event | None,
     ) -> None:
-        if not self.alive(peer):
-            stats.peers_unreachable += 1
-            log.debug("anti-entropy: %s is not alive; skipped", peer)
-            return
         try:
-            local = {d.slot_id: d.digest for d in await self.healer.local_slot_digests(slots)}
             remote = {
                 d.slot_id: d.digest for d in await self.healer.remote_slot_digests(peer, slots)
             }

@@ -32,6 +32,7 @@ from amberio.cluster.placement import Placement
 from amberio.core import IntegrityError, verify_part
 from amberio.errors import AmberioError
 from amberio.storage.blobs import BlobStore
+from amberio.storage.gc import parse_time
 from amberio.storage.heads import Head
 from amberio.storage.metadata import PartRow
 
@@ -107,16 +108,19 @@ class SlotDigest(msgspec.Struct, frozen=True):
 
 def index_slot_digests(index_path: str, slots: Iterable[int]) -> list[SlotDigest]:
     """Whole-slot digests from the node's listing index (worker thread; own connection)."""
-    wanted = set(slots)
+    wanted = sorted(set(slots))
     by_slot: dict[int, list[HeadKey]] = {}
     if not os.path.exists(index_path):
         return []
     conn = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True, timeout=30.0)
     try:
-        for slot_id, path, kind, generation, sha in conn.execute(
-            "SELECT slot_id, blob_path, head_kind, generation, head_sha256 FROM heads"
-        ):
-            if slot_id in wanted:
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start : start + 500]
+            for slot_id, path, kind, generation, sha in conn.execute(
+                "SELECT slot_id, blob_path, head_kind, generation, head_sha256 FROM heads "
+                f"WHERE slot_id IN ({','.join('?' * len(batch))})",
+                batch,
+            ):
                 by_slot.setdefault(int(slot_id), []).append((path, kind, int(generation), str(sha)))
     finally:
         conn.close()
@@ -207,12 +211,17 @@ class Healer:
         blobs: BlobStore,
         peers: Peers,
         limiter: RateLimiter = UNLIMITED,
+        tombstone_retention_seconds: float | None = None,
     ) -> None:
         self.node_id = node_id
         self.placement = placement
         self.blobs = blobs
         self.peers = peers
         self.limiter = limiter
+        self.tombstone_retention_seconds = tombstone_retention_seconds
+        """When set, a tombstone older than this (by its `updated_at`) for a path this node
+        does not hold at all is not pulled: GC compacts such tombstones, and pulling one
+        back from a replica that has not compacted it yet would only undo that."""
 
     # -- local views --------------------------------------------------------------------
 
@@ -319,7 +328,9 @@ class Healer:
                 report.skipped_objects += 1
                 return
             mine = self.blobs.slots.db(slot_id).read_head(path)
-            if mine is not None and mine.rank > theirs.rank:
+            if (mine is not None and mine.rank > theirs.rank) or (
+                mine is None and self._expired_tombstone(theirs)
+            ):
                 report.skipped_objects += 1
                 return
             if theirs.head_kind == "meta":
@@ -336,6 +347,13 @@ class Healer:
             message = exc.message if isinstance(exc, AmberioError) else str(exc)
             report.errors.append(RepairError(path=path, error=message))
             log.warning("repair of %r from %s failed: %s", path, source, message)
+
+    def _expired_tombstone(self, head: Head) -> bool:
+        if not head.deleted or self.tombstone_retention_seconds is None:
+            return False
+        stamp = head.document.get("updated_at")
+        moment = parse_time(stamp) if isinstance(stamp, str) else None
+        return moment is not None and time.time() - moment >= self.tombstone_retention_seconds
 
     async def _sync_parts(
         self, slot_id: int, source: str, head: Head, dry_run: bool, report: RepairReport
