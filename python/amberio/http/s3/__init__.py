@@ -91,7 +91,7 @@ async def dispatch(ctx: Context, op: Operation) -> None:
 
 def send_error(ctx: Context, err: S3Error) -> None:
     status = err.status
-    if status >= 500:
+    if status >= 500 and status != 501:
         log.warning("S3 %s %s: %s %s", ctx.req.method, ctx.req.path, err.s3_code, err.message)
     try:
         if status == 304 or ctx.req.method == "HEAD":
