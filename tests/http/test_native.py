@@ -350,11 +350,6 @@ def test_write_id_replay_and_conflict(client: Client) -> None:
     assert second.json()["generation"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a retry that overlaps its still-running original (same write id, same "
-    "body) is written again as a new generation instead of answering the original result",
-)
 def test_a_retry_overlapping_its_original_is_a_replay(server: ServerProcess) -> None:
     path = unique("overlap") + "o"
     data = pattern(3 * MiB, 13)

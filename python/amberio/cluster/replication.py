@@ -179,6 +179,41 @@ class Coordinator:
         content_type: str | None,
         extra: dict[str, Any] | None = None,
     ) -> PutResult:
+        if self._single(self.placement.replicas(self.placement.slot_of(path))):
+            return await self.blobs.put(
+                path,
+                body,
+                content_length=content_length,
+                write_id=write_id,
+                content_type=content_type,
+                extra=extra,
+            )
+        async with self.blobs.inflight.claim(path, write_id):
+            return await self._put(
+                path,
+                body,
+                content_length=content_length,
+                write_id=write_id,
+                content_type=content_type,
+                extra=extra,
+            )
+
+    async def delete(self, path: str, *, write_id: str | None) -> DeleteResult:
+        if self._single(self.placement.replicas(self.placement.slot_of(path))):
+            return await self.blobs.delete(path, write_id=write_id)
+        async with self.blobs.inflight.claim(path, write_id):
+            return await self._delete(path, write_id=write_id)
+
+    async def _put(
+        self,
+        path: str,
+        body: AsyncIterable[bytes],
+        *,
+        content_length: int | None,
+        write_id: str | None,
+        content_type: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> PutResult:
         slot_id = self.placement.slot_of(path)
         replicas = self.placement.replicas(slot_id)
         if self._single(replicas):
@@ -386,7 +421,7 @@ class Coordinator:
 
     # ---- DELETE --------------------------------------------------------------------
 
-    async def delete(self, path: str, *, write_id: str | None) -> DeleteResult:
+    async def _delete(self, path: str, *, write_id: str | None) -> DeleteResult:
         slot_id = self.placement.slot_of(path)
         replicas = self.placement.replicas(slot_id)
         if self._single(replicas):

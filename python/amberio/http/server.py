@@ -220,7 +220,7 @@ async def _watch_external_writes(
             log.warning("checking slot databases for external writes failed: %s", exc)
             continue
         if synced:
-            log.info("re-indexed %d slot(s) written by another process", synced)
+            log.info("re-indexed %d slot(s) new on disk or written by another process", synced)
 
 
 def _log_reconcile(fut: asyncio.Future[int]) -> None:

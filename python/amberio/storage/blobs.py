@@ -7,6 +7,7 @@ commits (fsync) run there too, so the event loop never waits on a disk flush.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
@@ -88,6 +89,34 @@ class ReadPlan(msgspec.Struct, kw_only=True):
         return self.range.length if self.range else self.meta.size_bytes
 
 
+class InflightWrites:
+    """Writes in progress on this node, by (path, write id).
+
+    A client that times out and retries with the same write id while the original is
+    still running must get the original's result, not a second generation: the retry
+    waits here for the original to finish, then finds its write-id record and replays.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str], asyncio.Event] = {}
+
+    @contextlib.asynccontextmanager
+    async def claim(self, path: str, write_id: str | None) -> AsyncIterator[None]:
+        if write_id is None:
+            yield
+            return
+        key = (path, write_id)
+        while (running := self._running.get(key)) is not None:
+            await running.wait()
+        done = asyncio.Event()
+        self._running[key] = done
+        try:
+            yield
+        finally:
+            del self._running[key]
+            done.set()
+
+
 class BlobStore:
     def __init__(
         self,
@@ -112,6 +141,7 @@ class BlobStore:
         # Generations handed to writes still in flight, so two concurrent writes of one
         # path on this node never share a generation.
         self._reserved: dict[str, int] = {}
+        self.inflight = InflightWrites()
         # Slots whose database the listing index has been built from (open or not): a
         # slot the bounded set of open databases pushed out is not a new slot.
         self._indexed_slots: set[int] = set()
@@ -140,6 +170,32 @@ class BlobStore:
     # ---- PUT -----------------------------------------------------------------------
 
     async def put(
+        self,
+        path: str,
+        body: AsyncIterable[bytes],
+        *,
+        content_length: int | None,
+        write_id: str | None,
+        content_type: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> PutResult:
+        """Store a new generation of `path` on this node (see `_put`); a retry that
+        arrives while its original still runs waits for it, then replays it."""
+        async with self.inflight.claim(path, write_id):
+            return await self._put(
+                path,
+                body,
+                content_length=content_length,
+                write_id=write_id,
+                content_type=content_type,
+                extra=extra,
+            )
+
+    async def delete(self, path: str, *, write_id: str | None) -> DeleteResult:
+        async with self.inflight.claim(path, write_id):
+            return await self._delete(path, write_id=write_id)
+
+    async def _put(
         self,
         path: str,
         body: AsyncIterable[bytes],
@@ -294,7 +350,7 @@ class BlobStore:
 
     # ---- DELETE --------------------------------------------------------------------
 
-    async def delete(self, path: str, *, write_id: str | None) -> DeleteResult:
+    async def _delete(self, path: str, *, write_id: str | None) -> DeleteResult:
         slot_id, db = self._local_db(path)
         if write_id is not None:
             _check_write_id(write_id)

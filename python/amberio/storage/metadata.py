@@ -357,7 +357,9 @@ class SlotDb:
                 )
                 if record is not None:
                     conn.execute(
-                        "INSERT OR REPLACE INTO write_ids (blob_path, write_id, head_kind, "
+                        # The first head recorded for a write id keeps it: a duplicate of
+                        # the same write (a retry that raced it) never rewrites the answer.
+                        "INSERT OR IGNORE INTO write_ids (blob_path, write_id, head_kind, "
                         "generation, etag, size_bytes, body_sha256, committed_replicas, "
                         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (

@@ -16,7 +16,7 @@ from amberio.storage.metadata import SlotDb
 log = logging.getLogger("amberio.storage")
 
 MAX_OPEN_SLOTS = 128
-RETIRE_SECONDS = 120.0
+RETIRE_SECONDS = 15.0
 
 
 class SlotStore:
