@@ -484,3 +484,91 @@ def test_unsigned_and_malformed_auth_are_refused() -> None:
         with pytest.raises(S3Error) as info:
             verifier.verify(request, now=NOW)
         assert info.value.s3_code == code, request.headers.items()
+
+
+# ---- long-running answers (CompleteMultipartUpload, CopyObject) ---------------------------
+
+
+class _Transport:
+    def __init__(self, sink: list[bytes]) -> None:
+        self.sink = sink
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sink.append(data)
+
+
+class _Proto:
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self.headers = status, headers
+        self.chunks.append(body)
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status, self.headers = status, headers
+
+    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> _Transport:
+        self.status, self.headers = status, headers
+        return _Transport(self.chunks)
+
+
+def _context(proto: _Proto) -> Any:
+    from amberio.http.s3.context import Context, Gateway
+
+    req = Request(_Scope("POST", "/bkt/key", "uploadId=x", []), proto)  # type: ignore[arg-type]
+    return Context(None, req, Gateway(Verifier({})), "REQID")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_long_running_answer_keeps_the_connection_alive(
+    monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    from amberio.http.s3 import longrun
+
+    monkeypatch.setattr(longrun, "FIRST_WAIT", 0.05)
+    monkeypatch.setattr(longrun, "KEEPALIVE_EVERY", 0.05)
+    proto = _Proto()
+
+    async def work() -> Any:
+        await asyncio.sleep(0.3)
+        if fails:
+            raise S3Error("InvalidPart", "part 2 is gone")
+        root = xml.element("CompleteMultipartUploadResult")
+        xml.sub(root, "ETag", '"abc-2"')
+        return root
+
+    asyncio.run(longrun.respond(_context(proto), work()))
+    assert proto.status == 200
+    body = b"".join(proto.chunks)
+    assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n ')  # keep-alive spaces
+    root = ET.fromstring(body)
+    if fails:
+        assert root.tag == "Error" and root.find("Code").text == "InvalidPart"  # type: ignore[union-attr]
+    else:
+        assert root.tag.endswith("CompleteMultipartUploadResult")
+
+
+def test_quick_long_running_answer_is_a_plain_answer() -> None:
+    from amberio.http.s3 import longrun
+
+    proto = _Proto()
+
+    async def work() -> Any:
+        return xml.element("CopyObjectResult")
+
+    asyncio.run(longrun.respond(_context(proto), work()))
+    assert proto.status == 200 and len(proto.chunks) == 1
+    assert ("x-amz-request-id", "REQID") in proto.headers
+
+    failing = _Proto()
+
+    async def broken() -> Any:
+        raise S3Error("NoSuchKey", "gone")
+
+    with pytest.raises(S3Error):
+        asyncio.run(longrun.respond(_context(failing), broken()))

@@ -100,31 +100,36 @@ _OBJECT_LOCK: Final = (
     "x-amz-object-lock-legal-hold",
     "x-amz-bypass-governance-retention",
 )
+_UNSUPPORTED_HEADERS: Final = frozenset(
+    (*_SSE_C, *_SSE, *_ACL, *_OBJECT_LOCK, "x-amz-tagging", "x-amz-website-redirect-location")
+)
+
+
+def _unsupported_header_feature(name: str, req: Request) -> str:
+    if name in _SSE_C:
+        return "server-side encryption with customer keys (SSE-C)"
+    if name in _SSE:
+        value = (req.header("x-amz-server-side-encryption") or "").lower()
+        return "SSE-KMS" if "kms" in value or name != _SSE[0] else "server-side encryption"
+    if name in _ACL:
+        return "ACLs (x-amz-acl, x-amz-grant-*)"
+    if name in _OBJECT_LOCK:
+        return "object lock"
+    if name == "x-amz-tagging":
+        return "object tagging (x-amz-tagging)"
+    return "website redirects (x-amz-website-redirect-location)"
 
 
 def check_unsupported(req: Request) -> None:
     """501 for §11's explicitly unsupported features, named in the message."""
-    for name in _SSE_C:
-        if req.header(name) is not None:
-            raise not_implemented("server-side encryption with customer keys (SSE-C)")
-    for name in _SSE:
-        if req.header(name) is not None:
-            value = (req.header("x-amz-server-side-encryption") or "").lower()
-            kind = "SSE-KMS" if "kms" in value or name != _SSE[0] else "server-side encryption"
-            raise not_implemented(kind)
-    for name in _ACL:
-        if req.header(name) is not None:
-            raise not_implemented("ACLs (x-amz-acl, x-amz-grant-*)")
-    for name in _OBJECT_LOCK:
-        if req.header(name) is not None:
-            raise not_implemented("object lock")
-    if req.header("x-amz-tagging") is not None:
-        raise not_implemented("object tagging (x-amz-tagging)")
-    if req.header("x-amz-website-redirect-location") is not None:
-        raise not_implemented("website redirects (x-amz-website-redirect-location)")
-    for param, feature in UNSUPPORTED_SUBRESOURCES.items():
-        if param in req.query:
-            raise not_implemented(feature)
+    present = {name.lower() for name, _ in req.headers.items()} & _UNSUPPORTED_HEADERS
+    if present:
+        # SSE-C first: its headers come with others (x-amz-server-side-encryption...)
+        name = min(present, key=lambda n: (n not in _SSE_C, n))
+        raise not_implemented(_unsupported_header_feature(name, req))
+    query = req.query
+    for param in UNSUPPORTED_SUBRESOURCES.keys() & query.keys():
+        raise not_implemented(UNSUPPORTED_SUBRESOURCES[param])
 
 
 def split_path(path: str) -> tuple[str | None, str | None]:
