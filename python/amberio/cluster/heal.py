@@ -257,7 +257,8 @@ class Healer:
         self, node: str, method: str, path: str, params: dict[str, object], body: bytes | None
     ) -> bytes:
         await self.limiter.op()
-        status, data = await self.peers.call(node, method, path, params, body=body, retries=1)
+        # No retry: a peer that fails is skipped until the next pass, which tries again.
+        status, data = await self.peers.call(node, method, path, params, body=body)
         if status != 200:
             raise PeerError(node, f"{method} {path}: HTTP {status} {data[:200]!r}", status)
         return data
