@@ -1,9 +1,53 @@
 """The S3 gateway (contract §11): path-style `/{bucket}` and `/{bucket}/{key}` on the API port.
 
 `handle(node, req)` authenticates (SigV4 when `s3.credentials` are configured), parses the
-request into one typed operation (`operations.parse`), runs it, and answers every error as an
-S3 `<Error>` document with the status of `errors.STATUS`. Every answer carries
-`x-amz-request-id`.
+request into one typed operation (`operations.parse`), runs it through the cluster coordinator
+(quorum reads and writes, like the native API), and answers every error as an S3 `<Error>`
+document with the status of `errors.STATUS`. Every answer carries `x-amz-request-id`.
+
+Configuration (contract §2): `s3: {credentials: [{access_key_id, secret_access_key}, ...]}`.
+With credentials, every request must be signed: SigV4 (Authorization header, presigned URLs,
+streaming `aws-chunked` chunk and trailer signatures, UNSIGNED-PAYLOAD) or SigV2 (header and
+presigned URLs: what boto3 presigns by default for a custom endpoint); more than 5 minutes of
+clock skew is 403 RequestTimeTooSkewed; the region in the credential scope is not checked.
+Without credentials nothing is verified (a warning is logged at start), but payload integrity
+still is: Content-MD5, `x-amz-checksum-*`, a hex `x-amz-content-sha256`.
+
+Decisions where S3 or the contract leave room:
+- Buckets are implicit: object operations never check that their bucket exists (a missing key
+  is NoSuchKey; listing a bucket without objects gives an empty list). HeadBucket and
+  DeleteBucket answer NoSuchBucket when the bucket was neither created nor holds an object;
+  CreateBucket of an existing bucket (either kind) is 409 BucketAlreadyOwnedByYou; any
+  LocationConstraint is accepted and GetBucketLocation reports us-east-1.
+- The gateway's own records are blobs under `.amberio-s3/` (a first segment no bucket name can
+  have): explicit buckets, multipart upload records and parts. They are ordinary blob paths to
+  the native API.
+- CompleteMultipartUpload streams the parts into a normal PUT of the object (so its bytes are
+  cut in the node's part size) whose ETag is the S3 multipart ETag (`md5` keeps the MD5 of the
+  bytes); the part blobs are then deleted. A completed upload's record stays a day so a retried
+  Complete gets the same answer; uploads opened more than 7 days ago are removed by a sweep that
+  runs at most once an hour per node (started by Create/List/Abort of uploads). A Complete or a
+  Copy that takes more than 5 s answers 200 at once and sends spaces until its result (or an
+  `<Error>`) document, as S3 does.
+- GetObject `partNumber` answers 206 with Content-Range (part 1 of a single-part object is the
+  whole object); `x-amz-mp-parts-count` for multipart objects.
+- Conditional writes (If-None-Match: *, If-Match) are checked against the current head just
+  before the write; a concurrent writer between the check and the commit is not excluded.
+- 501 NotImplemented, besides §11's list: any server-side encryption (also AES256: nothing is
+  encrypted at rest), storage classes other than STANDARD, CRC64NVME checksums, full-object
+  multipart checksums, SigV4A, If-None-Match other than `*` on writes, bucket sub-resources
+  (policy, cors, lifecycle, ...), POST Object. An unknown storage class is 400.
+- Keys: the HTTP server decodes the path lossily, so a key containing U+FFFD is refused (400
+  InvalidURI); NUL is 400 InvalidArgument; more than 1024 bytes 400 KeyTooLongError.
+- An answer given before the request body was read carries `connection: close` (a client that
+  sent `Expect: 100-continue` does not send the body, and the HTTP server would otherwise take
+  the next request's bytes for it).
+- Without `encoding-type=url`, listing text that XML 1.0 cannot carry is written as numeric
+  character references (as S3 does); in error documents such keys and paths are
+  percent-encoded.
+- Request XML is capped (DeleteObjects 2 MiB, CompleteMultipartUpload 8 MiB, CreateBucket
+  64 KiB: 400 MaxMessageLengthExceeded); a single PUT is at most 5 GiB (EntityTooLarge); a PUT
+  with plain HTTP chunked transfer encoding and no length is accepted.
 """
 
 from __future__ import annotations
