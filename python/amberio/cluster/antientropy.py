@@ -38,7 +38,9 @@ log = logging.getLogger("amberio.cluster.antientropy")
 
 START_DELAY_SECONDS = 2.0
 """The first pass starts this long after the node starts (peers may be starting too)."""
-DEFAULT_OPS_PER_SECOND = 500.0
+DEFAULT_OPS_PER_SECOND = 2000.0
+SLOT_CONCURRENCY = 4
+"""Differing slots repaired at once (per peer)."""
 DEFAULT_BYTES_PER_SECOND = 64.0 * 1024 * 1024
 MAX_GC_INTERVAL_SECONDS = 3600.0
 REPAIR_BATCH = 256
@@ -180,7 +182,12 @@ class AntiEntropy:
             if local is None:  # once per pass, for every peer
                 found = await self.healer.local_slot_digests(mine)
                 local = {d.slot_id: d.digest for d in found}
-            await self._sync_peer(peer, slots, local, stats, stop)
+            repaired = await self._sync_peer(peer, slots, local, stats, stop)
+            if repaired:  # what was pulled from this peer may settle the next one
+                found = await self.healer.local_slot_digests(repaired)
+                for slot_id in repaired:
+                    local.pop(slot_id, None)
+                local.update({d.slot_id: d.digest for d in found})
         if time.time() - self._last_gc >= self.settings.gc_interval_seconds and not (
             stop is not None and stop.is_set()
         ):
@@ -199,7 +206,8 @@ class AntiEntropy:
         local: dict[int, str],
         stats: PassStats,
         stop: asyncio.Event | None,
-    ) -> None:
+    ) -> list[int]:
+        """Sync the slots shared with `peer`; returns the slots that differed."""
         try:
             remote = {
                 d.slot_id: d.digest for d in await self.healer.remote_slot_digests(peer, slots)
@@ -207,23 +215,30 @@ class AntiEntropy:
         except PeerError as exc:
             stats.peers_unreachable += 1
             log.info("anti-entropy: %s unreachable, skipped this pass: %s", peer, exc)
-            return
+            return []
         stats.peers_compared += 1
-        for slot_id in slots:
-            if local.get(slot_id) == remote.get(slot_id):
-                continue
-            if stop is not None and stop.is_set():
-                return
-            stats.slots_differing += 1
-            try:
-                await self.sync_slot(slot_id, peer, stats)
-            except PeerError as exc:
-                stats.peers_unreachable += 1
-                log.info("anti-entropy: %s failed mid-pass, skipped: %s", peer, exc)
-                return
-            except Exception as exc:
-                stats.errors += 1
-                log.warning("anti-entropy of slot %d with %s failed: %r", slot_id, peer, exc)
+        differ = [s for s in slots if local.get(s) != remote.get(s)]
+        stats.slots_differing += len(differ)
+        gate = asyncio.Semaphore(SLOT_CONCURRENCY)
+        failed: list[PeerError] = []
+
+        async def one(slot_id: int) -> None:
+            async with gate:
+                if failed or (stop is not None and stop.is_set()):
+                    return
+                try:
+                    await self.sync_slot(slot_id, peer, stats)
+                except PeerError as exc:
+                    failed.append(exc)
+                except Exception as exc:
+                    stats.errors += 1
+                    log.warning("anti-entropy of slot %d with %s failed: %r", slot_id, peer, exc)
+
+        await asyncio.gather(*(one(s) for s in differ))
+        if failed:
+            stats.peers_unreachable += 1
+            log.info("anti-entropy: %s failed mid-pass, skipped: %s", peer, failed[0])
+        return differ
 
     async def sync_slot(self, slot_id: int, peer: str, stats: PassStats) -> None:
         """Pull from `peer` every head of `slot_id` where its winner beats ours."""
