@@ -228,9 +228,10 @@ def first_wins(case: Case) -> None:
         doc = n2.api.resolve(p)
         expect_eq(doc.get("slot_id"), slot_for(p, WIN_SLOTS), f"after mutation, resolve {p!r}")
         expect_eq(doc.get("write_quorum"), 1, f"after mutation, resolve {p!r}: write_quorum")
+    # With W=1 of 2 replicas a read needs R - W + 1 = 2 heads (§6), so node-1 comes back first.
+    n1.start()
     got = expect_status(n2.api.get(path), 200, f"GET {path} after reboot with mutated config")
     check(got.body == body, f"GET {path} after reboot: bytes differ")
-    n1.start()
 
     def both_healthy() -> None:
         doc = expect_status(

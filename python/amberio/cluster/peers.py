@@ -26,7 +26,7 @@ log = logging.getLogger("amberio.cluster.peers")
 
 INTERNAL = "/internal/v1"
 CONNECT_TIMEOUT = 2.0
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 5.0
 PART_TIMEOUT = 120.0
 POOL_PER_PEER = 64
 
@@ -141,7 +141,8 @@ class Peers:
                         )
                     return resp.status, data
             except (aiohttp.ClientError, TimeoutError, OSError, PeerError) as exc:
-                if attempt >= retries:
+                # A peer that timed out is not asked again: that would double the wait.
+                if attempt >= retries or isinstance(exc, TimeoutError):
                     if isinstance(exc, PeerError):
                         raise
                     raise PeerError(
@@ -269,7 +270,9 @@ class Peers:
                     url,
                     data=f,
                     headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=PART_TIMEOUT, connect=CONNECT_TIMEOUT),
+                    timeout=aiohttp.ClientTimeout(
+                        total=PART_TIMEOUT, connect=CONNECT_TIMEOUT, sock_read=REQUEST_TIMEOUT
+                    ),
                 ) as resp:
                     data = await resp.read()
                     if resp.status != 200:

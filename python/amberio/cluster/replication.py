@@ -46,6 +46,7 @@ log = logging.getLogger("amberio.cluster.replication")
 
 T = TypeVar("T")
 LIVENESS_REFRESH_SECONDS = 1.0
+QUORUM_GRACE_SECONDS = 0.5
 MAX_STREAM_REFETCHES = 4
 """Parts a streaming read may fetch again after the response started (bad local copies)."""
 
@@ -69,6 +70,7 @@ class Coordinator:
         self.read_consistency = read_consistency
         self._alive: set[str] = set(placement.node_ids)
         self._reserved: dict[str, int] = {}
+        self._background: set[asyncio.Future[Any]] = set()
         self._holds_every_slot = len(placement.slots_of(node_id)) == placement.total_slots
 
     # ---- liveness ------------------------------------------------------------------
@@ -104,6 +106,47 @@ class Coordinator:
         if err.status is None:  # no answer at all: skip it until its heartbeat says otherwise
             self._alive.discard(err.node_id)
 
+    async def _gather(
+        self,
+        calls: list[tuple[str, Awaitable[T]]],
+        need: int,
+        *,
+        keep_running: bool = False,
+    ) -> list[tuple[str, T | BaseException]]:
+        """Run `calls` concurrently; return once all finished, or `QUORUM_GRACE_SECONDS`
+        after `need` of them succeeded, so one slow or hung peer never holds a request
+        that a quorum already answered. Unfinished calls are cancelled, or with
+        `keep_running` left to finish in the background (commits still land there)."""
+        loop = asyncio.get_running_loop()
+        tasks: dict[asyncio.Future[T], str] = {
+            asyncio.ensure_future(aw): node for node, aw in calls
+        }
+        pending: set[asyncio.Future[T]] = set(tasks)
+        results: list[tuple[str, T | BaseException]] = []
+        successes = 0
+        grace_ends: float | None = None
+        while pending:
+            timeout = None if grace_ends is None else max(0.0, grace_ends - loop.time())
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            for task in done:
+                error = task.exception()
+                results.append((tasks[task], error if error is not None else task.result()))
+                successes += error is None
+            if grace_ends is None and successes >= need:
+                grace_ends = loop.time() + QUORUM_GRACE_SECONDS
+        for task in pending:
+            log.warning("node %s is slow to answer; going on without it", tasks[task])
+            if keep_running:
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            else:
+                task.cancel()
+        return results
+
     def _single(self, replicas: list[str]) -> bool:
         return replicas == [self.node_id]
 
@@ -126,11 +169,9 @@ class Coordinator:
             return lambda: self.peers.get_head(node, slot_id, path)
 
         alive = await self._live(replicas, want)
-        results = await asyncio.gather(
-            *(self._on(r, local, remote(r)) for r in alive), return_exceptions=True
-        )
+        results = await self._gather([(r, self._on(r, local, remote(r))) for r in alive], want)
         answers: list[tuple[str, Head | None]] = []
-        for node, result in zip(alive, results, strict=True):
+        for node, result in results:
             if isinstance(result, PeerError):
                 self._mark_down(result)
                 log.warning("reading the head of %r: %s", path, result)
@@ -159,10 +200,10 @@ class Coordinator:
             return call
 
         alive = [r for r in replicas if self.alive(r)]
-        results = await asyncio.gather(
-            *(self._on(r, local, remote(r)) for r in alive), return_exceptions=True
+        results = await self._gather(
+            [(r, self._on(r, local, remote(r))) for r in alive], self.placement.write_quorum
         )
-        for result in results:
+        for _node, result in results:
             if isinstance(result, WriteRecord):
                 return result
         return None
@@ -233,7 +274,9 @@ class Coordinator:
                 return await self._replay_put(path, slot_id, record, body, content_length)
         else:
             write_id = uuid.uuid4().hex
-        heads = await self._heads(slot_id, path, replicas, self.placement.read_quorum)
+        # The generation comes from the heads of the live replicas, at least W of them:
+        # a write that W replicas can take is not refused for want of a read quorum.
+        heads = await self._heads(slot_id, path, replicas, quorum)
         generation = self._reserve(path, heads)
         local = self.node_id in replicas
         slot_dir = self.blobs.slots.slot_dir(slot_id)
@@ -259,11 +302,11 @@ class Coordinator:
             )
             head = Head.from_document(path, "meta", document)
             remotes = [r for r in replicas if r != self.node_id and self.alive(r)]
-            sent = await asyncio.gather(
-                *(self._send_parts(r, slot_id, head, written.parts) for r in remotes),
-                return_exceptions=True,
+            sent = await self._gather(
+                [(r, self._send_parts(r, slot_id, head, written.parts)) for r in remotes],
+                quorum - (1 if local else 0),
             )
-            holders = [r for r, ok in zip(remotes, sent, strict=True) if ok is True]
+            holders = [r for r, ok in sent if ok is True]
             if local:
                 holders.insert(0, self.node_id)
             if len(holders) < quorum:
@@ -346,11 +389,13 @@ class Coordinator:
         def remote(node: str) -> Callable[[], Awaitable[bool]]:
             return lambda: self.peers.put_head(node, slot_id, head)
 
-        results = await asyncio.gather(
-            *(self._on(n, local, remote(n)) for n in holders), return_exceptions=True
+        results = await self._gather(
+            [(n, self._on(n, local, remote(n))) for n in holders],
+            self.placement.write_quorum,
+            keep_running=True,
         )
         acks: list[str] = []
-        for node, result in zip(holders, results, strict=True):
+        for node, result in results:
             if isinstance(result, PeerError):
                 self._mark_down(result)
                 log.warning(
@@ -438,7 +483,9 @@ class Coordinator:
                 return DeleteResult(path=path, generation=record.generation, idempotent_replay=True)
         else:
             write_id = uuid.uuid4().hex
-        heads = await self._heads(slot_id, path, replicas, self.placement.read_quorum)
+        # The generation comes from the heads of the live replicas, at least W of them:
+        # a write that W replicas can take is not refused for want of a read quorum.
+        heads = await self._heads(slot_id, path, replicas, quorum)
         current = winner([h for _, h in heads if h is not None])
         if current is None or current.deleted:
             raise NotFound(f"blob {path!r} not found")
