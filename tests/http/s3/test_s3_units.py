@@ -572,3 +572,90 @@ def test_quick_long_running_answer_is_a_plain_answer() -> None:
 
     with pytest.raises(S3Error):
         asyncio.run(longrun.respond(_context(failing), broken()))
+
+
+# ---- reclaiming abandoned multipart uploads -----------------------------------------------
+
+
+class _FakeStore:
+    """Just enough of the coordinator for `multipart.sweep`: blobs with a document."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, tuple[dict[str, Any], str]] = {}
+        self.deleted: list[str] = []
+
+    def add(self, path: str, document: dict[str, Any], updated_at: str) -> None:
+        self.blobs[path] = (document, updated_at)
+
+    async def list_blobs(
+        self, prefix: str, after: str | None, limit: int, include_deleted: bool
+    ) -> list[Any]:
+        from amberio.storage.index import IndexEntry
+
+        paths = sorted(
+            p for p in self.blobs if p.startswith(prefix) and (after is None or p > after)
+        )
+        return [
+            IndexEntry(
+                path=p,
+                generation=1,
+                etag="e",
+                size_bytes=0,
+                deleted=False,
+                updated_at=self.blobs[p][1],
+            )
+            for p in paths[:limit]
+        ]
+
+    async def plan_read(self, path: str, range_header: str | None) -> Any:
+        from types import SimpleNamespace
+
+        if path not in self.blobs:
+            raise NotFound(path)
+        document, updated_at = self.blobs[path]
+        return SimpleNamespace(
+            head=SimpleNamespace(document=document), meta=SimpleNamespace(updated_at=updated_at)
+        )
+
+    async def delete(self, path: str, *, write_id: str | None) -> None:
+        if path not in self.blobs:
+            raise NotFound(path)
+        del self.blobs[path]
+        self.deleted.append(path)
+
+
+def test_sweep_reclaims_old_uploads_completed_records_and_orphan_parts() -> None:
+    from types import SimpleNamespace
+
+    from amberio.http.s3 import multipart
+    from amberio.http.s3.context import Context, Gateway
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def stamp(days: float) -> str:
+        return (now - datetime.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    store = _FakeStore()
+    uploads = {
+        "a" * 32: ("open", 8),
+        "b" * 32: ("open", 1),
+        "c" * 32: ("completed", 2),
+        "d" * 32: ("completed", 0.1),
+    }
+    for upload_id, (state, age) in uploads.items():
+        record = {"s3_upload": {"key": "k", "state": state, "initiated": stamp(age)}}
+        store.add(names.upload_record("bkt", upload_id), record, stamp(age))
+        store.add(names.part_blob(upload_id, 1), {}, stamp(age))
+    store.add(names.part_blob("e" * 32, 1), {}, stamp(3))  # orphan: no record
+    store.add(names.part_blob("f" * 32, 1), {}, stamp(0.01))  # young orphan (upload racing)
+    ctx = Context(SimpleNamespace(coordinator=store), None, Gateway(Verifier({})), "R")  # type: ignore[arg-type]
+    removed = asyncio.run(multipart.sweep(ctx))
+    assert removed == 2
+    left = set(store.blobs)
+    assert left == {
+        names.upload_record("bkt", "b" * 32),
+        names.part_blob("b" * 32, 1),
+        names.upload_record("bkt", "d" * 32),
+        names.part_blob("d" * 32, 1),
+        names.part_blob("f" * 32, 1),
+    }
