@@ -169,6 +169,11 @@ class CacheConfig(_Section):
 class AntiEntropyConfig(_Section):
     interval_seconds: PositiveFloat = 300.0
     gc_grace_seconds: NonNegativeFloat = 86400.0
+    # Beyond §2 (optional): the pass's budget, tombstone retention, delay of the first pass.
+    max_ops_per_second: PositiveFloat | None = None
+    max_bytes_per_second: PositiveFloat | None = None
+    tombstone_retention_seconds: NonNegativeFloat | None = None
+    start_delay_seconds: NonNegativeFloat | None = None
 
 
 class InitScanRedisConfig(_Section):
