@@ -301,3 +301,84 @@ def test_uploads_survive_a_restart(fresh_server: ServerProcess) -> None:
     s3 = client_for(fresh_server.port)
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == part1 + b"end"
     assert s3.get_object(Bucket=bucket, Key="k", PartNumber=2)["Body"].read() == b"end"
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C"])
+def test_full_object_crc_multipart_upload(
+    s3: Any, raw: Client, bucket: str, algorithm: str
+) -> None:
+    import base64
+    import zlib
+
+    from amberio.http.s3.checksums import Crc32c
+
+    def crc(data: bytes) -> str:
+        if algorithm == "CRC32":
+            return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+        hasher = Crc32c()
+        hasher.update(data)
+        return base64.b64encode(hasher.digest()).decode()
+
+    parts = [os.urandom(5 * MIB), os.urandom(4321)]
+    whole = b"".join(parts)
+    for key, claimed, ok in (("full", crc(whole), True), ("wrong", crc(b"other"), False)):
+        upload_id = s3.create_multipart_upload(
+            Bucket=bucket, Key=key, ChecksumAlgorithm=algorithm, ChecksumType="FULL_OBJECT"
+        )["UploadId"]
+        answers = []
+        for i, part in enumerate(parts):  # raw: boto3 needs awscrt for CRC32C
+            resp = raw.request(
+                "PUT",
+                f"/{bucket}/{key}?partNumber={i + 1}&uploadId={upload_id}",
+                part,
+                {f"x-amz-checksum-{algorithm.lower()}": crc(part)},
+            )
+            assert resp.status == 200, resp
+            answers.append(
+                {
+                    "ETag": resp.headers["etag"],
+                    f"Checksum{algorithm}": resp.headers[f"x-amz-checksum-{algorithm.lower()}"],
+                }
+            )
+        args: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "UploadId": upload_id,
+            "ChecksumType": "FULL_OBJECT",
+            f"Checksum{algorithm}": claimed,
+            "MultipartUpload": {
+                "Parts": [
+                    {
+                        "PartNumber": i + 1,
+                        "ETag": a["ETag"],
+                        f"Checksum{algorithm}": a[f"Checksum{algorithm}"],
+                    }
+                    for i, a in enumerate(answers)
+                ]
+            },
+        }
+        if not ok:
+            with pytest.raises(ClientError) as info:
+                s3.complete_multipart_upload(**args)
+            assert code_of(info.value) == (400, "BadDigest")
+            continue
+        done = s3.complete_multipart_upload(**args)
+        assert done[f"Checksum{algorithm}"] == crc(whole)
+        assert done["ChecksumType"] == "FULL_OBJECT"
+        got = raw.request("GET", f"/{bucket}/{key}", headers={"x-amz-checksum-mode": "ENABLED"})
+        assert got.body == whole
+        assert got.headers[f"x-amz-checksum-{algorithm.lower()}"] == crc(whole)
+        assert got.headers["x-amz-checksum-type"] == "FULL_OBJECT"
+        if algorithm == "CRC32":  # boto3 validates a full-object CRC32 itself
+            fetched = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            assert fetched["Body"].read() == whole
+    bad_type = raw.request(
+        "POST",
+        f"/{bucket}/x?uploads",
+        headers={"x-amz-checksum-algorithm": "SHA256", "x-amz-checksum-type": "FULL_OBJECT"},
+    )
+    assert (bad_type.status, s3_error(bad_type).code) == (400, "InvalidRequest")
+    nvme = raw.request(
+        "POST", f"/{bucket}/x?uploads", headers={"x-amz-checksum-algorithm": "CRC64NVME"}
+    )
+    assert nvme.status == 501

@@ -29,14 +29,16 @@ Decisions where S3 or the contract leave room:
   runs at most once an hour per node (started by Create/List/Abort of uploads). A Complete or a
   Copy that takes more than 5 s answers 200 at once and sends spaces until its result (or an
   `<Error>`) document, as S3 does.
+- Multipart checksums: COMPOSITE (checksum of the part checksums, `-<count>`) for any
+  algorithm, FULL_OBJECT for CRC32/CRC32C (folded from the part CRCs, no byte re-read).
 - GetObject `partNumber` answers 206 with Content-Range (part 1 of a single-part object is the
   whole object); `x-amz-mp-parts-count` for multipart objects.
 - Conditional writes (If-None-Match: *, If-Match) are checked against the current head just
   before the write; a concurrent writer between the check and the commit is not excluded.
 - 501 NotImplemented, besides §11's list: any server-side encryption (also AES256: nothing is
-  encrypted at rest), storage classes other than STANDARD, CRC64NVME checksums, full-object
-  multipart checksums, SigV4A, If-None-Match other than `*` on writes, bucket sub-resources
-  (policy, cors, lifecycle, ...), POST Object. An unknown storage class is 400.
+  encrypted at rest), storage classes other than STANDARD, CRC64NVME checksums, SigV4A,
+  If-None-Match other than `*` on writes, bucket sub-resources (policy, cors, lifecycle, ...),
+  POST Object. An unknown storage class is 400.
 - Keys: the HTTP server decodes the path lossily, so a key containing U+FFFD is refused (400
   InvalidURI); NUL is 400 InvalidArgument; more than 1024 bytes 400 KeyTooLongError.
 - An answer given before the request body was read carries `connection: close` (a client that

@@ -47,7 +47,10 @@ class BodySpec:
         return self.decoded_length
 
     @classmethod
-    def from_request(cls, req: Request) -> BodySpec:
+    def from_request(cls, req: Request, *, checksum_headers: bool = True) -> BodySpec:
+        """What the headers promise about the body. `checksum_headers=False`: the
+        `x-amz-checksum-*` headers describe something else (CompleteMultipartUpload: the
+        object) and are not checked against this body."""
         spec = cls()
         sha = req.header("x-amz-content-sha256")
         encoding = req.header("content-encoding") or ""
@@ -92,12 +95,12 @@ class BodySpec:
             if digest is None:
                 raise S3Error("InvalidDigest", "the Content-MD5 you specified is not valid")
             spec.content_md5 = digest
-        spec._read_checksums(req)
+        spec._read_checksums(req, checksum_headers)
         return spec
 
-    def _read_checksums(self, req: Request) -> None:
+    def _read_checksums(self, req: Request, checksum_headers: bool) -> None:
         found: list[tuple[str, str]] = []
-        for name, value in req.headers.items():
+        for name, value in req.headers.items() if checksum_headers else []:
             lowered = name.lower()
             if lowered.startswith("x-amz-checksum-") and lowered not in (
                 "x-amz-checksum-mode",
@@ -284,9 +287,10 @@ async def read_all(
     limit: int,
     executor: Executor | None = None,
     source: AsyncIterable[bytes] | None = None,
+    checksum_headers: bool = True,
 ) -> bytes:
     """The whole (small) decoded body, verified; MaxMessageLengthExceeded beyond `limit`."""
-    spec = BodySpec.from_request(req)
+    spec = BodySpec.from_request(req, checksum_headers=checksum_headers)
     if spec.decoded_length is not None and spec.decoded_length > limit:
         raise S3Error("MaxMessageLengthExceeded", f"the request body is larger than {limit} bytes")
     payload = Payload(req, spec, signer=signer, executor=executor, max_bytes=limit, source=source)

@@ -20,57 +20,71 @@ from amberio.core import BLOCK_SIZE, block_crc32c
 ALGORITHMS: Final = ("crc32", "crc32c", "sha1", "sha256")
 """`x-amz-checksum-<name>` algorithms we verify, in their header spelling."""
 KNOWN_UNSUPPORTED: Final = ("crc64nvme",)
+FULL_OBJECT_ALGORITHMS: Final = ("crc32", "crc32c")
+"""Algorithms whose multipart checksum can be of the whole object (CRCs combine)."""
 DIGEST_SIZES: Final = {"crc32": 4, "crc32c": 4, "sha1": 20, "sha256": 32}
 XML_NAMES: Final = {"crc32": "CRC32", "crc32c": "CRC32C", "sha1": "SHA1", "sha256": "SHA256"}
 
-_CASTAGNOLI: Final = 0x82F63B78  # reflected
+
+class CrcMath:
+    """GF(2) arithmetic of a reflected CRC-32 polynomial (zlib's crc32_combine method)."""
+
+    def __init__(self, polynomial: int) -> None:
+        self.polynomial = polynomial
+        table = []
+        p = 1 << 30  # x^1
+        for _ in range(32):
+            table.append(p)
+            p = self.multiply(p, p)
+        self._x2n = table
+        self.x_block = self.x8n(BLOCK_SIZE)
+
+    def multiply(self, a: int, b: int) -> int:
+        """a * b modulo the polynomial."""
+        m = 1 << 31
+        p = 0
+        while True:
+            if a & m:
+                p ^= b
+                if (a & (m - 1)) == 0:
+                    break
+            m >>= 1
+            b = (b >> 1) ^ self.polynomial if b & 1 else b >> 1
+        return p
+
+    def x8n(self, n: int) -> int:
+        """x^(8n) modulo the polynomial."""
+        p = 1 << 31  # x^0
+        k = 3
+        while n:
+            if n & 1:
+                p = self.multiply(self._x2n[k & 31], p)
+            n >>= 1
+            k += 1
+        return p
+
+    def combine(self, crc1: int, crc2: int, len2: int) -> int:
+        """CRC of A+B from crc(A), crc(B) and len(B)."""
+        op = self.x_block if len2 == BLOCK_SIZE else self.x8n(len2)
+        return self.multiply(op, crc1) ^ crc2
 
 
-def _multmodp(a: int, b: int) -> int:
-    """a * b modulo the CRC32C polynomial (reflected bit order)."""
-    m = 1 << 31
-    p = 0
-    while True:
-        if a & m:
-            p ^= b
-            if (a & (m - 1)) == 0:
-                break
-        m >>= 1
-        b = (b >> 1) ^ _CASTAGNOLI if b & 1 else b >> 1
-    return p
-
-
-def _x2n_table() -> list[int]:
-    table = []
-    p = 1 << 30  # x^1
-    for _ in range(32):
-        table.append(p)
-        p = _multmodp(p, p)
-    return table
-
-
-_X2N: Final = _x2n_table()
-
-
-def _x8nmodp(n: int) -> int:
-    """x^(8n) modulo the polynomial."""
-    p = 1 << 31  # x^0
-    k = 3
-    while n:
-        if n & 1:
-            p = _multmodp(_X2N[k & 31], p)
-        n >>= 1
-        k += 1
-    return p
-
-
-_X_BLOCK: Final = _x8nmodp(BLOCK_SIZE)
+CRC32C_MATH: Final = CrcMath(0x82F63B78)
+CRC32_MATH: Final = CrcMath(0xEDB88320)
+_X_BLOCK: Final = CRC32C_MATH.x_block
 
 
 def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
-    """CRC32C of A+B from crc(A), crc(B) and len(B)."""
-    op = _X_BLOCK if len2 == BLOCK_SIZE else _x8nmodp(len2)
-    return _multmodp(op, crc1) ^ crc2
+    return CRC32C_MATH.combine(crc1, crc2, len2)
+
+
+def full_object_crc(algorithm: str, parts: list[tuple[bytes, int]]) -> bytes:
+    """CRC of the concatenation of parts given as (crc digest, size) pairs."""
+    math = CRC32C_MATH if algorithm == "crc32c" else CRC32_MATH
+    crc = 0
+    for digest, size in parts:
+        crc = math.combine(crc, int.from_bytes(digest, "big"), size)
+    return struct.pack(">I", crc)
 
 
 class Crc32c:
@@ -99,8 +113,9 @@ class Crc32c:
     def _fold(self, blocks: bytes) -> None:
         crcs = block_crc32c(blocks)
         crc = self._crc
+        multiply = CRC32C_MATH.multiply
         for (value,) in struct.iter_unpack("<I", crcs):
-            crc = _multmodp(_X_BLOCK, crc) ^ value
+            crc = multiply(_X_BLOCK, crc) ^ value
         self._crc = crc
 
     def digest(self) -> bytes:

@@ -101,7 +101,7 @@ class Context:
             source=self.body(),
         )
 
-    async def read_all(self, limit: int) -> bytes:
+    async def read_all(self, limit: int, *, checksum_headers: bool = True) -> bytes:
         """The whole (small) decoded body, verified."""
         return await read_all(
             self.req,
@@ -109,6 +109,7 @@ class Context:
             limit=limit,
             executor=self.blobs.executor,
             source=self.body(),
+            checksum_headers=checksum_headers,
         )
 
     def _connection_headers(self) -> list[tuple[str, str]]:

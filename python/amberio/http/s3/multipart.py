@@ -63,6 +63,8 @@ class CreateMultipartUpload:
     key: str
     attributes: meta.Attributes
     checksum_algorithm: str | None
+    checksum_type: str | None
+    """COMPOSITE (checksum of the part checksums) or FULL_OBJECT (CRC of the whole object)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +123,21 @@ def parse_create(req: Request, bucket: str, key: str) -> CreateMultipartUpload:
             raise not_implemented(f"the {algorithm.upper()} checksum")
         if algorithm not in checksums.ALGORITHMS:
             raise S3Error("InvalidRequest", f"unknown checksum algorithm {algorithm!r}")
-    checksum_type = req.header("x-amz-checksum-type")
-    if checksum_type is not None and checksum_type.strip().upper() == "FULL_OBJECT":
-        raise not_implemented("full-object checksums of multipart uploads")
+    kind = (req.header("x-amz-checksum-type") or "").strip().upper() or None
+    if kind not in (None, "COMPOSITE", "FULL_OBJECT"):
+        raise S3Error("InvalidRequest", "x-amz-checksum-type must be COMPOSITE or FULL_OBJECT")
+    if kind is not None and algorithm is None:
+        raise S3Error("InvalidRequest", "x-amz-checksum-type needs x-amz-checksum-algorithm")
+    if kind == "FULL_OBJECT" and algorithm not in checksums.FULL_OBJECT_ALGORITHMS:
+        raise S3Error(
+            "InvalidRequest", f"the FULL_OBJECT checksum type cannot be used with {algorithm}"
+        )
     return CreateMultipartUpload(
         bucket=bucket,
         key=key,
         attributes=meta.Attributes.from_request(req),
         checksum_algorithm=algorithm,
+        checksum_type=kind or ("COMPOSITE" if algorithm else None),
     )
 
 
@@ -217,6 +226,10 @@ class Upload:
         value = self.record.get("checksum_algorithm")
         return value if isinstance(value, str) and value in checksums.ALGORITHMS else None
 
+    @property
+    def checksum_type(self) -> str:
+        return "FULL_OBJECT" if self.record.get("checksum_type") == "FULL_OBJECT" else "COMPOSITE"
+
     def attributes(self) -> meta.Attributes:
         return meta.Attributes.from_document(self.record)
 
@@ -275,6 +288,7 @@ async def handle_create(ctx: Context, op: CreateMultipartUpload) -> None:
         record["content_type"] = attrs.content_type
     if op.checksum_algorithm:
         record["checksum_algorithm"] = op.checksum_algorithm
+        record["checksum_type"] = op.checksum_type
     await _write_record(ctx, op.bucket, upload_id, record)
     maybe_sweep(ctx)
     root = xml.element("InitiateMultipartUploadResult")
@@ -284,7 +298,7 @@ async def handle_create(ctx: Context, op: CreateMultipartUpload) -> None:
     headers = []
     if op.checksum_algorithm:
         headers.append(("x-amz-checksum-algorithm", op.checksum_algorithm.upper()))
-        headers.append(("x-amz-checksum-type", "COMPOSITE"))
+        headers.append(("x-amz-checksum-type", op.checksum_type or "COMPOSITE"))
     ctx.send_xml(200, root, headers)
 
 
@@ -408,7 +422,8 @@ def _result_element(bucket: str, key: str, etag: str, checksum: dict[str, Any] |
 
 async def handle_complete(ctx: Context, op: CompleteMultipartUpload) -> None:
     upload = await load_upload(ctx, op.bucket, op.key, op.upload_id, open_only=False)
-    raw = await ctx.read_all(MAX_COMPLETE_BODY)
+    # x-amz-checksum-* headers of a Complete describe the object, not this XML body.
+    raw = await ctx.read_all(MAX_COMPLETE_BODY, checksum_headers=False)
     algorithm = upload.checksum_algorithm
     listed = _parse_part_list(raw, algorithm)
     if upload.state == "completed":
@@ -452,6 +467,13 @@ async def handle_complete(ctx: Context, op: CompleteMultipartUpload) -> None:
         plans.append(plan)
         sizes.append(blob.size_bytes)
         md5s.append(bytes.fromhex(blob.etag))
+    size_header = ctx.req.header("x-amz-mp-object-size")
+    if size_header is not None and size_header.strip() != str(sum(sizes)):
+        raise S3Error(
+            "InvalidRequest",
+            f"x-amz-mp-object-size {size_header.strip()[:20]} does not match the parts' "
+            f"{sum(sizes)} bytes",
+        )
     etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(listed)}"
     path = blob_path(op.bucket, op.key)
     await check_write_conditions(ctx, path, op.key, op.if_match, op.if_none_match)
@@ -461,11 +483,20 @@ async def handle_complete(ctx: Context, op: CompleteMultipartUpload) -> None:
     extra["etag_override"] = etag
     checksum: dict[str, Any] | None = None
     if algorithm:
-        checksum = {
-            "algorithm": algorithm,
-            "value": checksums.composite(algorithm, digests),
-            "type": "COMPOSITE",
-        }
+        if upload.checksum_type == "FULL_OBJECT":
+            value = checksums.b64(
+                checksums.full_object_crc(algorithm, list(zip(digests, sizes, strict=True)))
+            )
+            claimed = ctx.req.header(f"x-amz-checksum-{algorithm}")
+            if claimed is not None and claimed.strip() != value:
+                raise S3Error(
+                    "BadDigest",
+                    f"the {algorithm.upper()} you specified for the object did not match the "
+                    "one of its parts",
+                )
+        else:
+            value = checksums.composite(algorithm, digests)
+        checksum = {"algorithm": algorithm, "value": value, "type": upload.checksum_type}
         extra["checksum"] = checksum
 
     async def assemble() -> Element:
@@ -556,7 +587,7 @@ async def handle_list_parts(ctx: Context, op: ListParts) -> None:
     xml.sub(root, "IsTruncated", truncated)
     if algorithm:
         xml.sub(root, "ChecksumAlgorithm", algorithm.upper())
-        xml.sub(root, "ChecksumType", "COMPOSITE")
+        xml.sub(root, "ChecksumType", upload.checksum_type)
     for number, entry in zip(numbers, entries, strict=True):
         part = xml.sub(root, "Part")
         xml.sub(part, "PartNumber", number)
@@ -656,6 +687,7 @@ async def handle_list_uploads(ctx: Context, op: ListMultipartUploads) -> None:
         xml.sub(node, "Initiated", meta.iso_from_rfc3339(upload.initiated))
         if upload.checksum_algorithm:
             xml.sub(node, "ChecksumAlgorithm", upload.checksum_algorithm.upper())
+            xml.sub(node, "ChecksumType", upload.checksum_type)
     for common in prefixes:
         node = xml.sub(root, "CommonPrefixes")
         xml.sub(node, "Prefix", _enc(common, enc))
