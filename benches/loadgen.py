@@ -57,6 +57,12 @@ class Spec:
     populate: bool = False
     populate_concurrency: int = 8
     api_prefix: str = "/_/api/v1"
+    # Several nodes (any node coordinates any request): connection i talks to endpoints[i % n].
+    # Empty: (host, port) only.
+    endpoints: tuple[tuple[str, int], ...] = ()
+
+    def targets(self) -> tuple[tuple[str, int], ...]:
+        return self.endpoints or ((self.host, self.port),)
 
 
 @dataclass
@@ -215,15 +221,15 @@ def blob_url(spec: Spec, path: str) -> str:
     return f"{spec.api_prefix}/blobs/{path}"
 
 
-def put_head(spec: Spec, path: str) -> bytes:
+def put_head(spec: Spec, path: str, host: str, port: int) -> bytes:
     return (
-        f"PUT {blob_url(spec, path)} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n"
+        f"PUT {blob_url(spec, path)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Type: application/octet-stream\r\nContent-Length: {spec.size}\r\n\r\n"
     ).encode()
 
 
-def get_head(spec: Spec, path: str) -> bytes:
-    return f"GET {blob_url(spec, path)} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n\r\n".encode()
+def get_head(spec: Spec, path: str, host: str, port: int) -> bytes:
+    return f"GET {blob_url(spec, path)} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
 
 
 def object_path(spec: Spec, i: int) -> str:
@@ -235,21 +241,32 @@ class Generator:
         self.spec = spec
         self.body = memoryview(os.urandom(spec.size))
         bufsize = SMALL_BUFFER if spec.size <= SMALL_BUFFER else LARGE_BUFFER
-        self.conns = [Connection(spec.host, spec.port, bufsize) for _ in range(spec.concurrency)]
-        self.get_heads = [get_head(spec, object_path(spec, i)) for i in range(spec.objects)]
+        self.targets = spec.targets()
+        self.conns = [
+            Connection(*self.targets[cid % len(self.targets)], bufsize)
+            for cid in range(spec.concurrency)
+        ]
+        # Per endpoint (the Host header names it), per GET object.
+        self.get_heads = {
+            (host, port): [
+                get_head(spec, object_path(spec, i), host, port) for i in range(spec.objects)
+            ]
+            for host, port in self.targets
+        }
 
     async def put(self, conn: Connection, path: str) -> str | None:
         """PUT the body; None when answered 201, else what went wrong."""
-        head = put_head(self.spec, path)
+        head = put_head(self.spec, path, conn.host, conn.port)
         if self.spec.size <= COALESCE_BODY_LIMIT:
             status, _ = await conn.request(head + self.body, None)
         else:
             status, _ = await conn.request(head, self.body)
         return None if status == 201 else f"PUT answered {status}"
 
-    async def get(self, conn: Connection, i: int) -> str | None:
-        """GET object i; None when answered 200 with the full length, else what went wrong."""
-        status, length = await conn.request(self.get_heads[i], None)
+    async def get(self, conn: Connection, heads: list[bytes], i: int) -> str | None:
+        """GET object i (`heads`: the GET heads for conn's endpoint); None when answered 200 with
+        the full length, else what went wrong."""
+        status, length = await conn.request(heads[i], None)
         if status != 200:
             return f"GET answered {status}"
         if length != self.spec.size:
@@ -278,7 +295,9 @@ class Generator:
             conn.close()
 
         width = max(1, min(spec.populate_concurrency, spec.objects))
-        conns = [Connection(spec.host, spec.port, SMALL_BUFFER) for _ in range(width)]
+        conns = [
+            Connection(*self.targets[k % len(self.targets)], SMALL_BUFFER) for k in range(width)
+        ]
         await asyncio.gather(*(filler(c) for c in conns))
         return time.perf_counter() - t0, outcome
 
@@ -295,6 +314,7 @@ class Generator:
     async def worker(self, cid: int, deadline_ns: int, outcome: Outcome) -> None:
         spec = self.spec
         conn = self.conns[cid]
+        heads = self.get_heads[conn.host, conn.port]
         seq = 0
         while True:
             if seq > 0 and (
@@ -308,7 +328,7 @@ class Generator:
                     problem = await self.put(conn, f"{spec.prefix}/c{cid:03d}/{seq:08d}")
                 else:
                     i = (cid + seq * spec.concurrency) % spec.objects
-                    problem = await self.get(conn, i)
+                    problem = await self.get(conn, heads, i)
             except (OSError, HttpError, ValueError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             t1 = time.perf_counter_ns()
@@ -375,7 +395,7 @@ def main() -> int:
     line = sys.stdin.readline()
     if not line:
         return 2
-    spec = Spec(**json.loads(line))
+    spec = spec_from_json(line)
     with asyncio.Runner() as runner:
         gen = runner.run(_make_generator(spec))
         try:
@@ -401,6 +421,12 @@ async def _make_generator(spec: Spec) -> Generator:
 
 def spec_json(spec: Spec) -> str:
     return json.dumps(asdict(spec))
+
+
+def spec_from_json(line: str) -> Spec:
+    fields = json.loads(line)
+    fields["endpoints"] = tuple((str(h), int(p)) for h, p in fields.get("endpoints", ()))
+    return Spec(**fields)
 
 
 if __name__ == "__main__":

@@ -85,27 +85,38 @@ def mem_total_bytes() -> int:
 
 
 class RssSampler:
-    """Samples the summed RSS of a process tree every `interval` seconds in a thread.
+    """Samples the RSS of one or more process trees every `interval` seconds in a thread.
+
+    `peak`/`first` are for the sum over all trees (taken in the same sample); `peaks`/`firsts`
+    hold each tree's own (one tree per cluster node).
 
     VmHWM is a high-water mark over the whole process lifetime, so a per-workload peak has to be
     sampled. /proc/<pid>/statm is read (one short line) rather than /proc/<pid>/status (whose
     VmRSS is the same number) to keep the sampler cheap.
     """
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self._pids = [pid, *descendants(pid)]
+    def __init__(self, *roots: int, interval: float = 0.05) -> None:
+        self._trees = [[pid, *descendants(pid)] for pid in roots]
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self.peak = 0
         self.first = -1  # the RSS when the window opened
+        self.peaks = [0] * len(roots)
+        self.firsts = [-1] * len(roots)
         self.samples = 0
 
     def _sample(self) -> None:
         total = 0
-        for pid in self._pids:
-            with contextlib.suppress(OSError, ValueError):
-                total += rss_bytes(pid)
+        for k, tree in enumerate(self._trees):
+            rss = 0
+            for pid in tree:
+                with contextlib.suppress(OSError, ValueError):
+                    rss += rss_bytes(pid)
+            self.peaks[k] = max(self.peaks[k], rss)
+            if self.firsts[k] < 0:
+                self.firsts[k] = rss
+            total += rss
         self.peak = max(self.peak, total)
         if self.first < 0:
             self.first = total

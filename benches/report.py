@@ -25,6 +25,9 @@ COLUMNS: Final = (
     ("other CPU s", ">"),
     ("wall s", ">"),
 )
+# With several nodes: the highest peak RSS of one node, after the (summed) "RSS peak MiB".
+NODE_PEAK_COLUMN: Final = ("node peak MiB", ">")
+NODE_PEAK_AFTER: Final = "RSS peak MiB"
 
 
 def _num(value: float, digits: int) -> str:
@@ -39,9 +42,9 @@ def _ms(value: float) -> str:
     return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
 
 
-def row(result: dict[str, Any]) -> list[str]:
+def row(result: dict[str, Any], per_node: bool = False) -> list[str]:
     lat = result["latency_ms"]
-    return [
+    cells = [
         result["name"],
         str(result["ops"]),
         _num(result["ops_per_second"], 1),
@@ -57,15 +60,24 @@ def row(result: dict[str, Any]) -> list[str]:
         _num(result["other_cpu_seconds"], 2),
         _num(result["elapsed_seconds"], 1),
     ]
+    if per_node:
+        at = [name for name, _ in COLUMNS].index(NODE_PEAK_AFTER) + 1
+        cells.insert(at, _num(result["server_node_peak_rss_bytes"] / MIB, 0))
+    return cells
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    rows = [[name for name, _ in COLUMNS], *(row(r) for r in results)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+def table(results: list[dict[str, Any]], per_node: bool = False) -> str:
+    """`per_node`: results of a cluster (server columns summed over nodes, plus node peak)."""
+    columns = list(COLUMNS)
+    if per_node:
+        at = [name for name, _ in COLUMNS].index(NODE_PEAK_AFTER) + 1
+        columns.insert(at, NODE_PEAK_COLUMN)
+    rows = [[name for name, _ in columns], *(row(r, per_node) for r in results)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
 
     def fmt(cells: list[str]) -> str:
         out = []
-        for cell, width, (_, align) in zip(cells, widths, COLUMNS, strict=True):
+        for cell, width, (_, align) in zip(cells, widths, columns, strict=True):
             out.append(cell.ljust(width) if align == "<" else cell.rjust(width))
         return "  ".join(out).rstrip()
 

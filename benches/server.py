@@ -71,6 +71,25 @@ class BenchServer:
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def pids(self) -> list[int]:
+        """The node processes (one here; BenchCluster has several)."""
+        return [self.pid]
+
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port)]
+
+    @property
+    def redis_pid(self) -> int | None:
+        return None  # the embedded default keeps its registry on its own disk
+
+    def dead(self) -> str | None:
+        """None while the server runs, else what happened to it."""
+        if self.proc is not None and self.proc.poll() is not None:
+            return f"server exited with status {self.proc.returncode}"
+        return None
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
