@@ -47,6 +47,7 @@ PART_SIZE = 256 * 1024
 PREFIX = "cases/022/"
 SIZES = [0, 1, 3_000, 65_536, 262_144, 262_145, 600_000, 1_200_000]
 WRITERS = 4
+PACE = 0.05  # seconds between a writer's PUTs: enough writes around the kill, a bounded ledger
 BEFORE_KILL = 1.0
 AFTER_KILL = 2.5
 AE_INTERVAL = 2.0
@@ -88,7 +89,7 @@ def writer(
     rng = random.Random(f"{tag}/{wid}")
     own: list[str] = []
     k = 0
-    while not stop.is_set():
+    while not stop.wait(PACE):
         if own and rng.random() < 0.2:
             path = rng.choice(own)
         else:
