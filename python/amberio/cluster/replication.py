@@ -290,6 +290,7 @@ class Coordinator:
         try:
             await self.blobs.receive_body(body, content_length, writer.feed, writer.flush)
             written = await self.blobs.run(writer.finish)
+            extra = await self.blobs.archive_write(path, generation, write_id, written, extra)
             document = meta_document(
                 path,
                 slot_id=slot_id,
@@ -606,6 +607,14 @@ class Coordinator:
         present = self.blobs.present_parts(plan.slot_id, path, generation)
         missing = [n for n in self._needed_parts(plan) if n not in present]
         local_head = self.blobs.head_of(path)[1]
+        if missing and plan.meta.archive_url:
+            # §10.3: the archive (exactly the parts' ranges) before the replicas.
+            try:
+                missing = await self.blobs.archive_fill(plan)
+            except Unavailable as exc:
+                if not [s for s in plan.sources if s != self.node_id]:
+                    raise
+                log.warning("read of %r from the archive: %s; trying replicas", path, exc)
         if missing:
             await self._fetch_parts(plan, missing)
         if local_head is None or plan.head.beats(local_head):
@@ -688,14 +697,21 @@ class Coordinator:
     ) -> list[IndexEntry]:
         """Up to `limit` entries in path order across the whole cluster (§7).
 
-        A node that holds every slot answers from its own index. Otherwise the pages of
-        every live node are merged: per path the highest generation wins (a tombstone over a
-        meta of the same generation), and a page is cut where the shortest full page ends,
-        so nothing past that point can be missing.
+        Pages of several nodes' indexes are merged: per path the highest generation wins
+        (a tombstone over a meta of the same generation), and a page is cut where the
+        shortest full page ends, so nothing past that point can be missing. A node that
+        holds every slot merges its own index with those of `R - W + 1 - 1` other live
+        nodes, so every acknowledged write is seen (as for GET); with `read_consistency:
+        local`, or alone, it answers from its own index. Otherwise every live node is asked.
         """
         if self._holds_every_slot:
-            return self.blobs.list(prefix, after, limit, include_deleted)
-        nodes = [n for n in self.placement.node_ids if self.alive(n)]
+            others = [n for n in self.placement.node_ids if n != self.node_id and self.alive(n)]
+            wanted = self.placement.read_quorum - 1
+            if self.read_consistency == "local" or wanted <= 0 or not others:
+                return self.blobs.list(prefix, after, limit, include_deleted)
+            nodes = [self.node_id, *others[:wanted]]
+        else:
+            nodes = [n for n in self.placement.node_ids if self.alive(n)]
         found: list[IndexEntry] = []
         cursor = after
         while len(found) < limit:

@@ -110,6 +110,10 @@ def send_error(req: Request, err: AmberioError) -> None:
     headers: list[tuple[str, str]] = []
     if isinstance(err, RangeNotSatisfiable):
         headers.append(("content-range", f"bytes */{err.size}"))
+    if req.method in ("PUT", "POST"):
+        # The body may be unread (refused before it was needed): closing keeps its bytes
+        # from being taken for the next request on this connection (Expect: 100-continue).
+        headers.append(("connection", "close"))
     if req.method == "HEAD":
         req.proto.response_empty(status, [*JSON_HEADERS, *headers])
         return
