@@ -21,9 +21,10 @@
 (*                                                                         *)
 (*  - quorum: an acknowledged write has a generation >= 1 and, when the   *)
 (*    answer says, committed_replicas >= W;                                *)
-(*  - retries: a successful put_retry is a replay; a first put is not; a  *)
-(*    replay answers the generation (and etag) of the first write with    *)
-(*    its write id, same path and kind; a write id is written once;        *)
+(*  - retries: a retry of an acknowledged write is a replay, never a      *)
+(*    second write (a write id is written once); a first put is not a     *)
+(*    replay; a replay answers the generation (and etag) of the first     *)
+(*    acknowledged write with its write id, same path and kind;           *)
 (*  - generations strictly increase per path in real time: a write sent   *)
 (*    after another write of the path was answered gets a higher one;     *)
 (*  - the head of a path is the section 6 winner of its fresh writes:     *)
@@ -85,7 +86,6 @@ QuorumOK(k) ==
                 /\ Ev(k).committed = -1 \/ Ev(k).committed >= W
 
 RetryOK(k) ==
-    /\ (Ev(k).kind = "put_retry" /\ Ev(k).ok) => Ev(k).cached
     /\ Ev(k).kind = "put" => ~Ev(k).cached
     /\ (Ev(k).ok /\ Ev(k).cached) =>
            LET o == origin[Ev(k).wid]

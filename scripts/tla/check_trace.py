@@ -15,7 +15,8 @@ check the same rules:
 
 - quorum: an event with `quorum_reached` has a generation >= 1 and, when the answer gave it,
   `committed_replicas` >= W;
-- retries: a `put_retry` that succeeded is a replay (`from_cache`); a first `put` is not; a
+- retries: a retry of an acknowledged write is a replay (`from_cache`), never a second write
+  (a `put_retry` of a write that failed may be a fresh write); a first `put` is not a replay; a
   replay returns the generation (and for a PUT the etag) of the first write with that write id,
   on the same path and of the same kind; a write id is never written twice;
 - generations strictly increase per path: a fresh write that was sent after another fresh
@@ -198,8 +199,6 @@ def replay(raw: object, min_write_replicas: int) -> ReplayResult:
             )
         # retries
         first = origin.get(ev.write_id)
-        if ev.kind == "put_retry" and not ev.from_cache:
-            violations.append(f"{where}: a retry of a completed write was not replayed")
         if ev.kind == "put" and ev.from_cache:
             violations.append(f"{where}: a first PUT was answered as a replay")
         if ev.from_cache:
@@ -223,7 +222,8 @@ def replay(raw: object, min_write_replicas: int) -> ReplayResult:
             continue
         if first is not None:
             violations.append(
-                f"{where}: write id already used by event {first.index}, written again"
+                f"{where}: write id of the acknowledged event {first.index} written again "
+                "(a retry of an acknowledged write must be replayed)"
             )
         else:
             origin[ev.write_id] = ev

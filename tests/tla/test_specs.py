@@ -204,10 +204,10 @@ def test_a_good_trace_replays() -> None:
         ([ev("put", "a", "w1", 1, committed=1)], "committed_replicas 1 < W=2"),
         ([ev("put", "a", "w1", 1), ev("put_retry", "a", "w1", 2, cached=True)], "generation"),
         ([ev("put", "a", "w1", 1), ev("put_retry", "a", "w1", 1, cached=True, etag="x")], "etag"),
-        ([ev("put", "a", "w1", 1), ev("put_retry", "a", "w1", 2)], "not replayed"),
+        ([ev("put", "a", "w1", 1), ev("put_retry", "a", "w1", 2)], "must be replayed"),
         ([ev("put", "a", "w1", 1, cached=True)], "first PUT"),
         ([ev("put_retry", "a", "w9", 1, cached=True)], "no acknowledged write"),
-        ([ev("put", "a", "w1", 1), ev("put", "b", "w1", 1)], "already used"),
+        ([ev("put", "a", "w1", 1), ev("put", "b", "w1", 1)], "written again"),
         ([ev("put", "a", "w1", 0)], "generation >= 1"),
         ([{"kind": "put"}], "missing"),
         ([ev("copy", "a", "w1", 1)], "bad kind"),
@@ -227,6 +227,15 @@ def test_overlapping_writes_may_share_a_generation() -> None:
     result = checker.replay(trace, 2)
     assert result.ok
     assert result.expected["a"].etags == {"e-w1", "e-w2"}, "head sha256 decides: either"
+
+
+def test_a_retry_of_a_failed_write_may_write() -> None:
+    trace = [
+        ev("put", "a", "w1", None, ok=False, committed=None),
+        ev("put_retry", "a", "w1", 1),
+        ev("put_retry", "a", "w1", 1, cached=True),
+    ]
+    assert checker.replay(trace, 2).violations == []
 
 
 def test_failed_writes_make_a_path_uncertain() -> None:
