@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from amberio.config import DEFAULT_DATA_DIR, Config, embedded_config, load_config
 from amberio.errors import ConfigError
@@ -23,6 +23,9 @@ PROG: Final = "amberio"
 EXIT_USAGE: Final = 2
 DATA_DIR_ENV: Final = "AMBERIO_DATA_DIR"
 SECRET_ENV: Final = "AMBERIO_CLUSTER_SECRET"
+
+if TYPE_CHECKING:
+    from amberio.cluster.bootstrap import Runtime
 
 log = logging.getLogger("amberio.cli")
 
@@ -84,7 +87,24 @@ async def _init(config: Config, current_node: str | None, bind: str | None) -> N
     from amberio.cluster.bootstrap import bootstrap
 
     runtime = await bootstrap(config, current_node=current_node, init_only=True, bind_override=bind)
-    await runtime.close()
+    try:
+        await init_scan(runtime)
+    finally:
+        await runtime.close()
+
+
+async def init_scan(runtime: Runtime) -> None:
+    """The archive import of §10.4 (init_scan in the local config), for this node's slots."""
+    from amberio.storage.init_scan import run_init_scan
+
+    placement = runtime.placement
+    await run_init_scan(
+        runtime.config.init_scan,
+        disks=runtime.node.disks,
+        slot_of=placement.slot_of,
+        holds=lambda slot_id: placement.holds(runtime.node_id, slot_id),
+        part_size=runtime.state.replication.part_size,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

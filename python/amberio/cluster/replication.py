@@ -24,7 +24,7 @@ import msgspec
 from amberio.cluster.peers import PeerError, Peers
 from amberio.cluster.placement import Placement
 from amberio.cluster.registry import Registry
-from amberio.core import ObjectHasher, PartWriter
+from amberio.core import PartWriter
 from amberio.errors import NotFound, QuorumNotReached, Unavailable, WriteIdConflict
 from amberio.storage import layout
 from amberio.storage.blobs import (
@@ -257,21 +257,12 @@ class Coordinator:
     ) -> PutResult:
         slot_id = self.placement.slot_of(path)
         replicas = self.placement.replicas(slot_id)
-        if self._single(replicas):
-            return await self.blobs.put(
-                path,
-                body,
-                content_length=content_length,
-                write_id=write_id,
-                content_type=content_type,
-                extra=extra,
-            )
         quorum = self.placement.write_quorum
         await self._refuse_below_quorum(slot_id, replicas, quorum)
         if write_id is not None:
             record = await self._find_record(slot_id, path, replicas, write_id)
             if record is not None:
-                return await self._replay_put(path, slot_id, record, body, content_length)
+                return await self.blobs.replay_put(path, slot_id, record, body, content_length)
         else:
             write_id = uuid.uuid4().hex
         # The generation comes from the heads of the live replicas, at least W of them:
@@ -433,45 +424,11 @@ class Coordinator:
                     result,
                 )
 
-    async def _replay_put(
-        self,
-        path: str,
-        slot_id: int,
-        record: WriteRecord,
-        body: AsyncIterable[bytes],
-        content_length: int | None,
-    ) -> PutResult:
-        hasher = ObjectHasher()
-
-        def feed(chunk: bytes) -> bool:
-            hasher.update(chunk)
-            return False
-
-        await self.blobs.receive_body(body, content_length, feed, None)
-        size = hasher.size
-        sha256, _md5 = hasher.finish()
-        if record.head_kind != "meta" or record.body_sha256 != sha256 or record.size_bytes != size:
-            raise WriteIdConflict(
-                f"write id {record.write_id!r} was already used for a different "
-                f"{'delete' if record.head_kind == 'tombstone' else 'body'} of {path!r}"
-            )
-        return PutResult(
-            path=path,
-            slot_id=slot_id,
-            generation=record.generation,
-            etag=record.etag,
-            size_bytes=record.size_bytes,
-            committed_replicas=record.committed_replicas,
-            idempotent_replay=True,
-        )
-
     # ---- DELETE --------------------------------------------------------------------
 
     async def _delete(self, path: str, *, write_id: str | None) -> DeleteResult:
         slot_id = self.placement.slot_of(path)
         replicas = self.placement.replicas(slot_id)
-        if self._single(replicas):
-            return await self.blobs.delete(path, write_id=write_id)
         quorum = self.placement.write_quorum
         await self._refuse_below_quorum(slot_id, replicas, quorum)
         if write_id is not None:
@@ -607,6 +564,7 @@ class Coordinator:
         present = self.blobs.present_parts(plan.slot_id, path, generation)
         missing = [n for n in self._needed_parts(plan) if n not in present]
         local_head = self.blobs.head_of(path)[1]
+        archive_error: Unavailable | None = None
         if missing and plan.meta.archive_url:
             # §10.3: the archive (exactly the parts' ranges) before the replicas.
             try:
@@ -614,9 +572,15 @@ class Coordinator:
             except Unavailable as exc:
                 if not [s for s in plan.sources if s != self.node_id]:
                     raise
+                archive_error = exc
                 log.warning("read of %r from the archive: %s; trying replicas", path, exc)
         if missing:
-            await self._fetch_parts(plan, missing)
+            try:
+                await self._fetch_parts(plan, missing)
+            except Unavailable as exc:
+                if archive_error is None:
+                    raise
+                raise Unavailable(f"{archive_error}; {exc}") from None
         if local_head is None or plan.head.beats(local_head):
             # Read repair: this replica missed the winning head.
             await self.blobs.apply_head(plan.slot_id, plan.head)
@@ -673,6 +637,14 @@ class Coordinator:
         offset = plan.start
         for part_no in self._needed_parts(plan):
             entry = listing.get(part_no)
+            if entry is None and plan.meta.archive_url:
+                # No replica holds this part yet: its range straight from the archive (§10.3).
+                end = min((part_no + 1) * part_size, plan.start + plan.length)
+                async for piece in self.blobs.archive_range(plan.meta.archive_url, offset, end):
+                    remaining -= len(piece)
+                    offset += len(piece)
+                    yield piece
+                continue
             if entry is None:
                 raise Unavailable(f"part {part_no} of {path!r} is missing on {source}")
             skip = offset - part_no * part_size

@@ -25,6 +25,7 @@ from amberio.http import s3
 from amberio.http.messages import StreamLimits
 from amberio.http.router import App, Node
 from amberio.logs import set_node_id
+from amberio.storage.archive import Archives
 from amberio.storage.blobs import BlobStore
 from amberio.storage.index import NodeIndex
 from amberio.storage.scrub import Scrubber
@@ -87,6 +88,10 @@ async def _serve(config: Config, current_node: str | None, bind_override: str | 
     )
     set_node_id(runtime.node_id)
     try:
+        if runtime.fresh_init:
+            from amberio.cli import init_scan
+
+            await init_scan(runtime)  # auto-init runs the archive import too (§10.4)
         check_bind(runtime.bind_host, runtime.bind_port)
         return await _serve_node(runtime)
     finally:
@@ -109,6 +114,7 @@ def open_node(runtime: Runtime, executor: ThreadPoolExecutor, peers: Peers) -> N
         holds=lambda slot_id: placement.holds(runtime.node_id, slot_id),
         write_quorum=placement.write_quorum,
     )
+    blobs.archive = Archives(runtime.state.archive_config())
     coordinator = Coordinator(
         node_id=runtime.node_id,
         placement=placement,
@@ -190,6 +196,8 @@ async def _serve_node(runtime: Runtime) -> int:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(repairs, timeout=SHUTDOWN_GRACE_SECONDS)
         await peers.close()
+        if node.blobs.archive is not None:
+            await node.blobs.archive.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.wrap_future(reconcile), timeout=SHUTDOWN_GRACE_SECONDS)
         executor.shutdown(wait=True)

@@ -33,7 +33,8 @@ from amberio.errors import (
     Unavailable,
     WriteIdConflict,
 )
-from amberio.storage import layout
+from amberio.storage import archive, layout
+from amberio.storage.archive import Archives
 from amberio.storage.heads import BlobMeta, Head, now_rfc3339
 from amberio.storage.index import IndexEntry, NodeIndex
 from amberio.storage.metadata import NewPart, PartRow, SlotDb, WriteRecord
@@ -145,6 +146,8 @@ class BlobStore:
         # Slots whose database the listing index has been built from (open or not): a
         # slot the bounded set of open databases pushed out is not a new slot.
         self._indexed_slots: set[int] = set()
+        # The archive tier (§10), set by the server when configured or for read fallback.
+        self.archive: Archives | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -214,7 +217,7 @@ class BlobStore:
             _check_write_id(write_id)
             record = db.write_record(path, write_id)
             if record is not None:
-                return await self._replay_put(path, slot_id, record, body, content_length)
+                return await self.replay_put(path, slot_id, record, body, content_length)
         else:
             write_id = uuid.uuid4().hex
         generation = self.reserve_generation(db, path)
@@ -227,6 +230,7 @@ class BlobStore:
             try:
                 await self.receive_body(body, content_length, writer.feed, writer.flush)
                 written = await self.run(writer.finish)
+                extra = await self.archive_write(path, generation, write_id, written, extra)
             except BaseException:
                 writer.abort()
                 raise
@@ -262,6 +266,39 @@ class BlobStore:
             )
         finally:
             self.release_generation(path, generation)
+
+    async def archive_write(
+        self,
+        path: str,
+        generation: int,
+        write_id: str,
+        written: WrittenObject,
+        extra: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """Write-through (§10.2): with an archive configured, store the blob there before
+        its head commits and return `extra` with its `archive_url`; a failure raises."""
+        if self.archive is None or not self.archive.enabled:
+            return extra
+        url = await self.archive.write_through(
+            path, generation, write_id, [p.path for p in written.parts], written.size
+        )
+        return {**(extra or {}), "archive_url": url}
+
+    async def archive_fill(self, plan: ReadPlan) -> list[int]:
+        """Read fallback (§10.3): fetch the plan's parts missing here from the head's
+        `archive_url`. Returns the parts still missing (no archive_url); raises
+        `Unavailable` naming the URL when the archive cannot supply them."""
+        missing = archive.missing_parts(self, plan)
+        if not missing or not plan.meta.archive_url:
+            return missing
+        await archive.fetch_parts(self, self.archive or _READ_ONLY_ARCHIVES, plan, missing)
+        return []
+
+    def archive_range(self, url: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of the archived blob at `url` (a node that holds no replica
+        of the slot serves parts nobody has fetched yet this way)."""
+        store, key = (self.archive or _READ_ONLY_ARCHIVES).store_for(url)
+        return store.read_range(key, start, end - start, url)
 
     def write_record_for(self, head: Head) -> WriteRecord | None:
         """The idempotency record of a head: derived from the head itself, so it travels
@@ -316,7 +353,7 @@ class BlobStore:
             raise IncompleteBody(f"request body ended after {received} of {content_length} bytes")
         return received
 
-    async def _replay_put(
+    async def replay_put(
         self,
         path: str,
         slot_id: int,
@@ -418,6 +455,8 @@ class BlobStore:
         returns, so a missing or corrupt first part fails before any header is sent."""
         if plan.length == 0:
             return _empty()
+        if plan.meta.archive_url:
+            await self.archive_fill(plan)
         reader, rows = self._reader(plan)
         inline = plan.length <= INLINE_READ_LIMIT
         first = self._read_chunk(reader, rows, plan) if inline else None
@@ -624,6 +663,10 @@ class BlobStore:
             self._indexed_slots.add(slot_id)
             count += len(self.index.list_slot(slot_id))
         return count
+
+
+_READ_ONLY_ARCHIVES = Archives(None)
+"""Readers for archive URLs when no archive is configured (imported heads)."""
 
 
 def meta_document(
