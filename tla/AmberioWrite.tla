@@ -238,7 +238,13 @@ AntiEntropy(n, m) ==
     /\ store' = [store EXCEPT ![n] = @ \cup {Visible(m)}]
     /\ UNCHANGED <<confirmed, alive, crashes, pc, seq, req, cur, acks, floor, acked, answers>>
 
+\* Every client sent all its requests and got its answers: stutter (not a deadlock).
+Quiescent ==
+    /\ \A c \in Clients : pc[c] = "idle" /\ seq[c] = MaxSeq
+    /\ UNCHANGED vars
+
 Next ==
+    \/ Quiescent
     \/ \E c \in Clients, w \in WriteIds, b \in Bodies \cup {Delete} : Begin(c, w, b)
     \/ \E c \in Clients, n \in Nodes : Apply(c, n)
     \/ \E c \in Clients : Commit(c) \/ GiveUp(c) \/ CoordinatorCrash(c)
