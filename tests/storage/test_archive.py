@@ -380,3 +380,27 @@ def test_init_scan_imports_pages_idempotently(
         assert head.document["archive_url"].endswith("/k0")
     finally:
         slots.close()
+
+
+def test_concurrent_reads_fetch_a_part_once(
+    plain: Node,
+    rclient: redis.Redis,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = pattern(3 * PART, seed=9)
+    rclient.set("ext/conc", data)
+    imported(plain, "imp/conc", f"redis://127.0.0.1:{redis_server.port}/ext/conc", len(data))
+
+    async def go(store: BlobStore) -> list[bytes]:
+        async def one() -> bytes:
+            plan = store.plan_read("imp/conc", None)
+            return b"".join([c async for c in await store.open_stream(plan)])
+
+        return list(await asyncio.gather(*(one() for _ in range(5))))
+
+    caplog.set_level("INFO", logger="amberio.archive")
+    assert plain.run(go) == [data] * 5
+    fetched = [r for r in caplog.records if "read-through" in r.getMessage()]
+    assert len(fetched) == 3
+    assert plain.head("imp/conc").document["part_index_state"] == "complete"

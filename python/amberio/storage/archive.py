@@ -228,6 +228,37 @@ class RedisArchive(ArchiveStore):
             await self.client.aclose()
 
 
+class _FetchLock:
+    """A per-part asyncio.Lock, dropped from its table when nobody holds or awaits it."""
+
+    def __init__(
+        self, table: dict[tuple[int, str, int, int], tuple[asyncio.Lock, int]], key: Any
+    ) -> None:
+        self.table = table
+        self.key = key
+
+    async def __aenter__(self) -> None:
+        lock, users = self.table.get(self.key) or (asyncio.Lock(), 0)
+        self.table[self.key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave(release=False)
+            raise
+
+    def _leave(self, *, release: bool) -> None:
+        lock, users = self.table[self.key]
+        if release:
+            lock.release()
+        if users <= 1:
+            del self.table[self.key]
+        else:
+            self.table[self.key] = (lock, users - 1)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._leave(release=True)
+
+
 class Archives:
     """The configured archive (for write-through) and readers for any URL."""
 
@@ -236,6 +267,7 @@ class Archives:
         self._redis: dict[tuple[str, int, int], RedisArchive] = {}
         self._base: tuple[str, int, str] | None = None
         self.writer: ArchiveStore | None = None
+        self._fetching: dict[tuple[int, str, int, int], tuple[asyncio.Lock, int]] = {}
         if config is not None and config.archive_type == "redis" and config.redis is not None:
             base = urlsplit(config.redis.url)
             host = base.hostname or "127.0.0.1"
@@ -243,6 +275,10 @@ class Archives:
             self._base = (host, port, config.redis.url)
             db = int(base.path.strip("/") or 0) if base.path.strip("/").isdigit() else 0
             self.writer = self._redis_store(host, port, db)
+
+    def fetch_lock(self, part: tuple[int, str, int, int]) -> _FetchLock:
+        """The lock of one part being fetched (slot, path, generation, part_no)."""
+        return _FetchLock(self._fetching, part)
 
     @property
     def enabled(self) -> bool:
@@ -314,8 +350,15 @@ async def fetch_parts(
     if not url:
         raise ArchiveUnavailable(f"{plan.head.blob_path!r} has no archive_url")
     store, key = archives.store_for(url)
+    path, generation = plan.head.blob_path, plan.meta.generation
     for part_no in part_nos:
-        await fetch_part(blobs, store, key, url, plan.slot_id, plan.head, part_no)
+        # Concurrent reads of one missing part fetch it once: the others wait, then find it.
+        lock = archives.fetch_lock((plan.slot_id, path, generation, part_no))
+        async with lock:
+            row = blobs.slots.db(plan.slot_id).find_part(path, generation, part_no)
+            if row is not None and _has_file(row.path):
+                continue
+            await fetch_part(blobs, store, key, url, plan.slot_id, plan.head, part_no)
     await blobs.run(update_part_index_state, blobs.slots.db(plan.slot_id), plan.head)
 
 
@@ -373,6 +416,10 @@ async def fetch_part(
     log.info(
         "read-through: part %d of %r generation %d fetched from %s", part_no, path, generation, url
     )
+
+
+def _has_file(path: str) -> bool:
+    return os.path.exists(path)
 
 
 def _expected_sha(head: Head, row: PartRow | None, part_no: int) -> str | None:
