@@ -115,15 +115,18 @@ def part_rows(node: Node, slot: int, path: str) -> dict[int, dict[str, Any]]:
 
 
 def head_state(node: Node, slot: int, path: str) -> str:
+    """part_index_state of the stored meta rows of generation 1 (all of them must agree)."""
     conn = node.open_slot_db(slot)
     try:
-        row = conn.execute(
-            "SELECT inline_data FROM file_entries WHERE blob_path = ? AND file_kind = 'meta'",
+        rows = conn.execute(
+            "SELECT inline_data FROM file_entries WHERE blob_path = ? AND file_kind = 'meta' "
+            "AND generation = 1",
             (path,),
-        ).fetchone()
+        ).fetchall()
     finally:
         conn.close()
-    return str(json.loads(row["inline_data"]).get("part_index_state"))
+    states = {str(json.loads(r["inline_data"]).get("part_index_state")) for r in rows}
+    return states.pop() if len(states) == 1 else f"disagreeing rows: {sorted(states)}"
 
 
 def check_range(node: Node, path: str, body: bytes, first: int, last: int, what: str) -> None:

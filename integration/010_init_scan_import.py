@@ -83,7 +83,7 @@ def main(case: Case) -> None:
             first = max(0, last - 150_000)
             ranged = expect_status(entry_node.api.get(path, f"bytes={first}-{last}"), 206, "range")
             check(ranged.body == body[first:], f"GET {path} bytes={first}-{last}: bytes differ")
-            head = expect_status(cluster[1].api.head(path), 200, f"HEAD {path} on node-2")
+            head = expect_status(cluster.nodes[-1].api.head(path), 200, f"HEAD {path}")
             expect_eq(head.header("Content-Length"), str(len(body)), f"HEAD {path}")
 
         case.step("LIST shows the imported blobs")
@@ -101,7 +101,7 @@ def main(case: Case) -> None:
         check(f"entry 1 of '{list_key}' skipped" in logs, "no log line reports entry 1 as skipped")
 
         case.step("--init again imports nothing new")
-        node = cluster[2]
+        node = cluster.nodes[-1]
         node.stop()
         result = node.run("--init")
         expect_eq(result.returncode, 0, f"--init again: {result.stderr[-500:]}")

@@ -568,7 +568,7 @@ class Coordinator:
         if missing and plan.meta.archive_url:
             # §10.3: the archive (exactly the parts' ranges) before the replicas.
             try:
-                missing = await self.blobs.archive_fill(plan)
+                missing = await self.blobs.archive_fill(plan, first_only=True)
             except Unavailable as exc:
                 if not [s for s in plan.sources if s != self.node_id]:
                     raise

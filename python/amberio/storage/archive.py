@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -33,8 +34,9 @@ from amberio.config import ArchiveConfig
 from amberio.core import PartWriter
 from amberio.errors import Unavailable
 from amberio.storage import layout
-from amberio.storage.heads import Head, encode_head_json, now_rfc3339
+from amberio.storage.heads import Head, decode_head_json, encode_head_json, now_rfc3339
 from amberio.storage.metadata import NewPart, PartRow, SlotDb
+from amberio.storage.ranges import ByteRange
 
 if TYPE_CHECKING:
     from amberio.storage.blobs import BlobStore, ReadPlan
@@ -342,6 +344,19 @@ def missing_parts(blobs: BlobStore, plan: ReadPlan) -> list[int]:
     return [n for n in range(first, last + 1) if n not in rows or not os.path.exists(rows[n].path)]
 
 
+def split_by_part(plan: ReadPlan) -> list[ReadPlan]:
+    """The plan cut at part boundaries: one plan per part the range touches."""
+    meta = plan.meta
+    pieces: list[ReadPlan] = []
+    start, end = plan.start, plan.start + plan.length
+    while start < end:
+        stop = min(end, (start // meta.part_size + 1) * meta.part_size)
+        byte_range = ByteRange(start, stop - 1, meta.size_bytes)
+        pieces.append(msgspec.structs.replace(plan, range=byte_range))
+        start = stop
+    return pieces
+
+
 async def fetch_parts(
     blobs: BlobStore, archives: Archives, plan: ReadPlan, part_nos: list[int]
 ) -> None:
@@ -435,29 +450,45 @@ def _expected_sha(head: Head, row: PartRow | None, part_no: int) -> str | None:
 
 
 def update_part_index_state(db: SlotDb, head: Head) -> str:
-    """Move the stored meta's `part_index_state` (none → partial → complete) to what this
-    node holds. The head keeps its identity (the `sha256` column): only the inline JSON is
-    rewritten. Runs in a worker thread."""
+    """Move `part_index_state` (none → partial → complete) of the stored meta rows of this
+    generation that point at the same archive object to what this node holds. Each row
+    keeps its identity (its `sha256` column; filled in when it was NULL): only the inline
+    JSON is rewritten. Runs in a worker thread."""
     meta = head.meta()
     if meta.part_count <= 0:
         return meta.part_index_state
     rows = db.parts(head.blob_path, meta.generation, 0, meta.part_count - 1)
     present = sum(1 for r in rows.values() if os.path.exists(r.path))
     state = "complete" if present >= meta.part_count else "partial" if present else "none"
-    stored = _stored_state(db, head)
-    if stored is None or stored == state or stored == "complete":
-        return stored or state
-    document = {**head.document, "part_index_state": state}
-    rewrite_meta(db, head, document)
+    order = {"none": 0, "partial": 1, "complete": 2}
+    with db._write_lock:
+        conn = db._writer
+        stored = conn.execute(
+            "SELECT id, sha256, inline_data FROM file_entries WHERE slot_id = ? AND "
+            "blob_path = ? AND generation = ? AND file_kind = 'meta'",
+            (db.slot_id, head.blob_path, meta.generation),
+        ).fetchall()
+        for row_id, sha256, inline in stored:
+            try:
+                document = decode_head_json(inline)
+            except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+                continue
+            current = str(document.get("part_index_state") or "complete")
+            if document.get("archive_url") != meta.archive_url:
+                continue
+            if order.get(current, 2) >= order[state]:
+                continue
+            identity = sha256 or Head.from_document(head.blob_path, "meta", document).head_sha256
+            conn.execute(
+                "UPDATE file_entries SET inline_data = ?, sha256 = ?, updated_at = ? WHERE id = ?",
+                (
+                    encode_head_json({**document, "part_index_state": state}),
+                    identity,
+                    now_rfc3339(),
+                    row_id,
+                ),
+            )
     return state
-
-
-def _stored_state(db: SlotDb, head: Head) -> str | None:
-    current = db.read_head(head.blob_path)
-    if current is None or current.rank != head.rank:
-        return None
-    value = current.document.get("part_index_state")
-    return str(value) if value else "complete"
 
 
 def rewrite_meta(db: SlotDb, head: Head, document: dict[str, Any]) -> None:

@@ -284,15 +284,37 @@ class BlobStore:
         )
         return {**(extra or {}), "archive_url": url}
 
-    async def archive_fill(self, plan: ReadPlan) -> list[int]:
+    async def archive_fill(self, plan: ReadPlan, *, first_only: bool = False) -> list[int]:
         """Read fallback (§10.3): fetch the plan's parts missing here from the head's
-        `archive_url`. Returns the parts still missing (no archive_url); raises
-        `Unavailable` naming the URL when the archive cannot supply them."""
+        `archive_url` (with `first_only`, just the range's first part: the stream fetches
+        the others as it reaches them). Returns the parts still missing (no archive_url);
+        raises `Unavailable` naming the URL when the archive cannot supply them."""
         missing = archive.missing_parts(self, plan)
         if not missing or not plan.meta.archive_url:
             return missing
+        if first_only:
+            missing = [n for n in missing[:1] if n == plan.start // plan.meta.part_size]
         await archive.fetch_parts(self, self.archive or _READ_ONLY_ARCHIVES, plan, missing)
         return []
+
+    async def _archive_stream(self, plan: ReadPlan) -> AsyncIterator[bytes]:
+        """The plan's bytes part by part, each missing part fetched from the archive just
+        before it is read: the response streams while parts arrive (§10.3). The first part
+        is fetched and its first chunk read before this returns."""
+        pieces = archive.split_by_part(plan)
+        await self.archive_fill(pieces[0])
+        first = await self.open_stream(pieces[0])
+        return self._archive_chain(first, pieces[1:])
+
+    async def _archive_chain(
+        self, first: AsyncIterator[bytes], rest: list[ReadPlan]
+    ) -> AsyncIterator[bytes]:
+        async for chunk in first:
+            yield chunk
+        for piece in rest:
+            await self.archive_fill(piece)
+            async for chunk in await self.open_stream(piece):
+                yield chunk
 
     def archive_range(self, url: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of the archived blob at `url` (a node that holds no replica
@@ -455,8 +477,8 @@ class BlobStore:
         returns, so a missing or corrupt first part fails before any header is sent."""
         if plan.length == 0:
             return _empty()
-        if plan.meta.archive_url:
-            await self.archive_fill(plan)
+        if plan.meta.archive_url and archive.missing_parts(self, plan):
+            return await self._archive_stream(plan)
         reader, rows = self._reader(plan)
         inline = plan.length <= INLINE_READ_LIMIT
         first = self._read_chunk(reader, rows, plan) if inline else None
