@@ -107,6 +107,8 @@ class SlotDb:
         self.slot_id = slot_id
         self.directory = directory
         self.path = os.path.join(directory, "meta.sqlite3")
+        self.last_used = 0.0
+        """When SlotStore last handed this handle out (monotonic seconds)."""
         os.makedirs(directory, exist_ok=True)
         self._write_lock = threading.Lock()
         self._writer = _connect(self.path)

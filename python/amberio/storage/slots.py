@@ -15,8 +15,9 @@ from amberio.storage.metadata import SlotDb
 
 log = logging.getLogger("amberio.storage")
 
-MAX_OPEN_SLOTS = 128
-RETIRE_SECONDS = 15.0
+MAX_OPEN_SLOTS = 192
+MAX_RETIRED = 128
+RETIRE_SECONDS = 2.0
 
 
 class SlotStore:
@@ -28,9 +29,7 @@ class SlotStore:
         self.disks = disks
         self.max_open = max_open
         self._dbs: OrderedDict[int, SlotDb] = OrderedDict()
-        # Databases pushed out of the LRU are closed only after RETIRE_SECONDS, so a
-        # request that fetched one just before keeps a working handle.
-        self._retired: deque[tuple[float, SlotDb]] = deque()
+        self._retired: deque[SlotDb] = deque()
         self._open_lock = threading.Lock()
 
     def prepare(self) -> None:
@@ -61,24 +60,36 @@ class SlotStore:
     def db(self, slot_id: int) -> SlotDb:
         """The slot's database, created (directory, schema, WAL) on first touch.
 
-        At most `max_open` stay open (least recently used first out): each open slot
-        costs a few hundred KiB and descriptors. Fetch it again for each short use rather
-        than holding it across a long request.
+        At most `max_open` stay cached (least recently used first out): each open slot
+        costs a few hundred KiB and descriptors. A handle pushed out is closed once nobody
+        fetched it for `RETIRE_SECONDS` (at most `MAX_RETIRED` wait): fetch the handle for
+        each short use rather than holding it across a long operation. (sqlite3
+        connections sit in reference cycles, so dropping them would not close them.)
         """
+        now = time.monotonic()
         with self._open_lock:
             found = self._dbs.get(slot_id)
-            if found is not None:
+            if found is None:
+                found = self._unretire(slot_id) or SlotDb(slot_id, self.slot_dir(slot_id))
+                self._dbs[slot_id] = found
+            else:
                 self._dbs.move_to_end(slot_id)
-                return found
-            found = SlotDb(slot_id, self.slot_dir(slot_id))
-            self._dbs[slot_id] = found
-            now = time.monotonic()
+            found.last_used = now
             while len(self._dbs) > self.max_open:
-                _, old = self._dbs.popitem(last=False)
-                self._retired.append((now, old))
-            while self._retired and now - self._retired[0][0] > RETIRE_SECONDS:
-                self._retired.popleft()[1].close()
+                self._retired.append(self._dbs.popitem(last=False)[1])
+            while self._retired and (
+                len(self._retired) > MAX_RETIRED
+                or now - self._retired[0].last_used > RETIRE_SECONDS
+            ):
+                self._retired.popleft().close()
             return found
+
+    def _unretire(self, slot_id: int) -> SlotDb | None:
+        for db in self._retired:
+            if db.slot_id == slot_id:
+                self._retired.remove(db)
+                return db
+        return None
 
     def open_dbs(self) -> list[SlotDb]:
         with self._open_lock:
@@ -117,4 +128,4 @@ class SlotStore:
                 db.close()
             self._dbs.clear()
             while self._retired:
-                self._retired.popleft()[1].close()
+                self._retired.popleft().close()
