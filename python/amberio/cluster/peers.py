@@ -28,6 +28,7 @@ INTERNAL = "/internal/v1"
 CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 5.0
 PART_TIMEOUT = 120.0
+PART_ACK_TIMEOUT = 60.0
 POOL_PER_PEER = 64
 
 
@@ -270,8 +271,11 @@ class Peers:
                     url,
                     data=f,
                     headers=headers,
+                    # The answer comes after the peer verified and fsynced the part, which
+                    # takes a while on a busy disk; a hung peer is left behind by the
+                    # quorum step once W replicas have the part anyway.
                     timeout=aiohttp.ClientTimeout(
-                        total=PART_TIMEOUT, connect=CONNECT_TIMEOUT, sock_read=REQUEST_TIMEOUT
+                        total=PART_TIMEOUT, connect=CONNECT_TIMEOUT, sock_read=PART_ACK_TIMEOUT
                     ),
                 ) as resp:
                     data = await resp.read()
