@@ -17,7 +17,14 @@ import pytest
 import redis
 
 from amberio.cluster.placement import slot_for_path
-from amberio.config import ArchiveConfig, ArchiveRedisConfig, InitScanConfig, InitScanRedisConfig
+from amberio.config import (
+    ArchiveConfig,
+    ArchiveRedisConfig,
+    ArchiveS3Config,
+    InitScanConfig,
+    InitScanRedisConfig,
+    S3Credentials,
+)
 from amberio.errors import Unavailable
 from amberio.storage import layout
 from amberio.storage.archive import Archives, parse_archive_url
@@ -192,7 +199,8 @@ def test_redis_store_round_trip_and_errors(
     async def go() -> None:
         archives = Archives(archive_config(redis_server))
         try:
-            url = await archives.write_through("a/b.bin", 4, "w1", files, len(data))
+            url, etag = await archives.write_through("a/b.bin", 4, "w1", files, len(data))
+            assert etag is None
             assert url.startswith(
                 f"redis://127.0.0.1:{redis_server.port}/0/test:archive:a/b.bin@g4-w1"
             )
@@ -404,3 +412,69 @@ def test_concurrent_reads_fetch_a_part_once(
     fetched = [r for r in caplog.records if "read-through" in r.getMessage()]
     assert len(fetched) == 3
     assert plain.head("imp/conc").document["part_index_state"] == "complete"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """An Amberio node's own S3 gateway (unsigned requests accepted) as the S3 archive."""
+    from tests.http.conftest import running_server
+
+    with running_server(tmp_path_factory.mktemp("s3-archive")) as server:
+        yield server.port
+
+
+def s3_config(port: int, bucket: str, layout: str | None = None) -> ArchiveConfig:
+    return ArchiveConfig(
+        archive_type="s3",
+        layout=layout,  # type: ignore[arg-type]
+        s3=ArchiveS3Config(
+            bucket=bucket,
+            endpoint=f"http://127.0.0.1:{port}",
+            allow_http=True,
+            prefix="arch",
+            credentials=S3Credentials(access_key_id="AKIDTEST", secret_access_key="secret"),
+        ),
+    )
+
+
+def test_s3_write_through_and_read_fallback(
+    tmp_path: Path, executor: ThreadPoolExecutor, s3_endpoint: int
+) -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{s3_endpoint}",
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="archive-bucket")
+    node = Node(tmp_path / "disk", executor, s3_config(s3_endpoint, "archive-bucket"))
+    try:
+        data = pattern(3 * PART + 77, seed=21)
+        node.put("s3/blob.bin", data)
+        doc = node.head("s3/blob.bin").document
+        assert doc["archive_url"] == "s3://archive-bucket/arch/s3/blob.bin"  # mirror layout
+        assert doc["archive_etag"]
+        stored = s3.get_object(Bucket="archive-bucket", Key="arch/s3/blob.bin")["Body"].read()
+        assert stored == data
+        shutil.rmtree(node.blob_dir("s3/blob.bin"))
+        assert node.read("s3/blob.bin", f"bytes={PART - 3}-{PART + 3}") == data[PART - 3 : PART + 4]
+        assert node.read("s3/blob.bin") == data
+        # The archived object no longer has the head's ETag (a newer write replaced it):
+        # If-Match fails and nothing is served or materialized.
+        from amberio.storage.archive import rewrite_meta
+
+        head = node.head("s3/blob.bin")
+        db = node.slots.db(node.slot_of("s3/blob.bin"))
+        rewrite_meta(db, head, {**head.document, "archive_etag": "0" * 32})
+        shutil.rmtree(node.blob_dir("s3/blob.bin"))
+        with pytest.raises(Unavailable, match="ETag no longer matches"):
+            node.read("s3/blob.bin", "bytes=0-9")
+        assert node.part_files("s3/blob.bin") == []
+        imported(node, "s3/missing", "s3://archive-bucket/arch/s3/missing", 10)
+        with pytest.raises(Unavailable, match="s3://archive-bucket/arch/s3/missing"):
+            node.read("s3/missing")
+    finally:
+        node.close()

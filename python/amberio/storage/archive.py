@@ -5,7 +5,9 @@ An archive URL names one whole blob:
 - `redis://host:port[/db]/<key>`: one Redis string. A first path segment made only of digits
   and followed by another segment is the database number; URLs this node writes always name
   it (`/0/`), so keys that begin with digits stay unambiguous. The key is percent-decoded.
-- `s3://<bucket>/<key>`: not served by this build yet (a clear 503).
+- `s3://<bucket>/<key>`: an S3 object (boto3). Credentials and endpoint come from
+  `archive.s3` when the bucket is the configured one, else from boto3's default chain.
+  Reads send `If-Match` with the head's `archive_etag` when it has one.
 
 Reads accept any URL whatever archive is configured (an imported head may point anywhere).
 Every failure (bad URL, unknown scheme, missing key, short object, bytes that disagree with
@@ -18,6 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import uuid
@@ -30,7 +33,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from amberio.config import ArchiveConfig
+from amberio.config import ArchiveConfig, ArchiveS3Config
 from amberio.core import PartWriter
 from amberio.errors import Unavailable
 from amberio.storage import layout
@@ -118,15 +121,16 @@ class ArchiveStore(abc.ABC):
 
     @abc.abstractmethod
     def read_range(
-        self, key: str, start: int, length: int, url: str | None = None
+        self, key: str, start: int, length: int, url: str | None = None, etag: str | None = None
     ) -> AsyncIterator[bytes]:
         """Exactly `length` bytes from `start`, in chunks; `ArchiveUnavailable` (naming
         `url`, by default this store's URL of `key`) when the object is missing or shorter."""
 
     @abc.abstractmethod
-    async def write_files(self, key: str, files: list[str], size: int) -> None:
+    async def write_files(self, key: str, files: list[str], size: int) -> str | None:
         """Store the concatenation of `files` (`size` bytes in all) under `key`, reading
-        them chunk by chunk; the key appears whole or not at all."""
+        them chunk by chunk; the key appears whole or not at all. Returns the stored
+        object's ETag when the store has one."""
 
     @abc.abstractmethod
     async def delete(self, key: str) -> None: ...
@@ -163,7 +167,7 @@ class RedisArchive(ArchiveStore):
         return f"redis://{host}:{self.port}/{self.db}/{quote(key, safe='/:@')}"
 
     async def read_range(
-        self, key: str, start: int, length: int, url: str | None = None
+        self, key: str, start: int, length: int, url: str | None = None, etag: str | None = None
     ) -> AsyncIterator[bytes]:
         url = url or self.url_for(key)
         try:
@@ -189,7 +193,7 @@ class RedisArchive(ArchiveStore):
         except RedisError as exc:
             raise ArchiveUnavailable(f"archive {url} cannot be read: {exc}") from None
 
-    async def write_files(self, key: str, files: list[str], size: int) -> None:
+    async def write_files(self, key: str, files: list[str], size: int) -> str | None:
         url = self.url_for(key)
         temp = f"{key}~tmp-{uuid.uuid4().hex}"
         written = 0
@@ -208,6 +212,7 @@ class RedisArchive(ArchiveStore):
                     f"archive write of {url}: {written} bytes read from the parts, {size} expected"
                 )
             await self.client.rename(temp, key)
+            return None
         except RedisError as exc:
             with contextlib.suppress(RedisError):
                 await self.client.delete(temp)
@@ -228,6 +233,174 @@ class RedisArchive(ArchiveStore):
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.client.aclose()
+
+
+class _ConcatReader(io.RawIOBase):
+    """The concatenation of part files as one readable stream (for boto3's upload)."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = list(files)
+        self.handle: io.BufferedReader | None = None
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while True:
+            if self.handle is None:
+                if not self.files:
+                    return 0
+                self.handle = open(self.files.pop(0), "rb")  # noqa: SIM115 - closed below
+            count = self.handle.readinto(view)
+            if count:
+                self.total += count
+                return count
+            self.handle.close()
+            self.handle = None
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        super().close()
+
+
+class S3Archive(ArchiveStore):
+    """Blobs as S3 objects (boto3, run in threads): ranged GETs, with `If-Match` on the
+    archived ETag; uploads through boto3's managed transfer (multipart for large blobs,
+    memory bounded by its chunk size and concurrency)."""
+
+    def __init__(self, bucket: str, client: Any) -> None:
+        self.bucket = bucket
+        self.client = client
+
+    @classmethod
+    def connect(cls, bucket: str, config: ArchiveS3Config | None) -> S3Archive:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        options: dict[str, Any] = {
+            "config": BotoConfig(
+                max_pool_connections=32,
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=30,
+                retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            )
+        }
+        if config is not None:
+            options["region_name"] = config.region
+            if config.endpoint:
+                options["endpoint_url"] = config.endpoint
+                options["use_ssl"] = not config.endpoint.startswith("http://")
+            if config.credentials is not None:
+                options["aws_access_key_id"] = config.credentials.access_key_id
+                options["aws_secret_access_key"] = config.credentials.secret_access_key
+        client = boto3.session.Session().client("s3", **options)
+        return cls(bucket, client)
+
+    def url_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{quote(key, safe='/:@')}"
+
+    def _error(self, url: str, exc: Exception) -> ArchiveUnavailable:
+        response = getattr(exc, "response", None) or {}
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            return ArchiveUnavailable(f"archive object {url} does not exist")
+        if code in ("PreconditionFailed", "412") or status == 412:
+            return ArchiveUnavailable(
+                f"archive object {url} was replaced by a newer write (ETag no longer matches)"
+            )
+        if code == "InvalidRange" or status == 416:
+            return ArchiveUnavailable(f"archive object {url} is shorter than the blob")
+        return ArchiveUnavailable(f"archive {url} failed: {type(exc).__name__}: {exc}")
+
+    async def read_range(
+        self, key: str, start: int, length: int, url: str | None = None, etag: str | None = None
+    ) -> AsyncIterator[bytes]:
+        url = url or self.url_for(key)
+        if length <= 0:
+            return
+        request: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Range": f"bytes={start}-{start + length - 1}",
+        }
+        if etag:
+            request["IfMatch"] = etag if etag.startswith('"') else f'"{etag}"'
+        try:
+            answer = await asyncio.to_thread(lambda: self.client.get_object(**request))
+        except Exception as exc:
+            raise self._error(url, exc) from None
+        body = answer["Body"]
+        received = 0
+        try:
+            while received < length:
+                try:
+                    chunk = await asyncio.to_thread(body.read, min(CHUNK, length - received))
+                except Exception as exc:
+                    raise self._error(url, exc) from None
+                if not chunk:
+                    break
+                received += len(chunk)
+                yield chunk
+        finally:
+            body.close()
+        if received < length:
+            raise ArchiveUnavailable(
+                f"archive object {url} ended after {received} of {length} bytes from {start}"
+            )
+
+    async def write_files(self, key: str, files: list[str], size: int) -> str | None:
+        url = self.url_for(key)
+
+        def upload() -> str | None:
+            from boto3.s3.transfer import TransferConfig
+
+            reader = _ConcatReader(files)
+            try:
+                self.client.upload_fileobj(
+                    io.BufferedReader(reader, CHUNK),
+                    self.bucket,
+                    key,
+                    Config=TransferConfig(
+                        multipart_threshold=64 * 1024 * 1024,
+                        multipart_chunksize=16 * 1024 * 1024,
+                        max_concurrency=4,
+                    ),
+                )
+            finally:
+                reader.close()
+            if reader.total != size:
+                raise ArchiveUnavailable(
+                    f"archive write of {url}: {reader.total} bytes read from the parts, "
+                    f"{size} expected"
+                )
+            found = self.client.head_object(Bucket=self.bucket, Key=key)
+            etag = str(found.get("ETag") or "").strip('"')
+            return etag or None
+
+        try:
+            return await asyncio.to_thread(upload)
+        except ArchiveUnavailable:
+            raise
+        except Exception as exc:
+            raise ArchiveUnavailable(f"archive write of {url} failed: {exc}") from None
+
+    async def delete(self, key: str) -> None:
+        try:
+            await asyncio.to_thread(lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+        except Exception as exc:
+            raise ArchiveUnavailable(
+                f"archive delete of {self.url_for(key)} failed: {exc}"
+            ) from None
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
 
 
 class _FetchLock:
@@ -270,6 +443,7 @@ class Archives:
         self._base: tuple[str, int, str] | None = None
         self.writer: ArchiveStore | None = None
         self._fetching: dict[tuple[int, str, int, int], tuple[asyncio.Lock, int]] = {}
+        self._s3: dict[str, S3Archive] = {}
         if config is not None and config.archive_type == "redis" and config.redis is not None:
             base = urlsplit(config.redis.url)
             host = base.hostname or "127.0.0.1"
@@ -277,6 +451,8 @@ class Archives:
             self._base = (host, port, config.redis.url)
             db = int(base.path.strip("/") or 0) if base.path.strip("/").isdigit() else 0
             self.writer = self._redis_store(host, port, db)
+        elif config is not None and config.archive_type == "s3" and config.s3 is not None:
+            self.writer = self._s3_store(config.s3.bucket)
 
     def fetch_lock(self, part: tuple[int, str, int, int]) -> _FetchLock:
         """The lock of one part being fetched (slot, path, generation, part_no)."""
@@ -297,33 +473,57 @@ class Archives:
             self._redis[key] = store
         return store
 
+    def _s3_store(self, bucket: str) -> S3Archive:
+        store = self._s3.get(bucket)
+        if store is None:
+            configured = self.config.s3 if self.config is not None else None
+            if configured is not None and configured.bucket == bucket:
+                store = S3Archive.connect(bucket, configured)
+            else:
+                store = S3Archive.connect(bucket, None)  # boto3's default credential chain
+            self._s3[bucket] = store
+        return store
+
     def store_for(self, url: str) -> tuple[ArchiveStore, str]:
         location = parse_archive_url(url)
         if location.scheme == "redis":
             return self._redis_store(location.host, location.port, location.db), location.key
-        raise ArchiveUnavailable(
-            f"archive object {url}: the s3:// archive is not configured in this build"
-        )
+        return self._s3_store(location.bucket), location.key
 
     def key_for(self, path: str, generation: int, write_id: str) -> str:
-        """The archive key of one write (§10.1): versioned for Redis."""
-        assert self.config is not None and self.config.redis is not None
-        return f"{self.config.redis.key_prefix}:{path}@g{generation}-{write_id}"
+        """The archive key of one write (§10.1): Redis `versioned` is
+        `<key_prefix>:<path>@g<generation>-<write_id>`; S3 `mirror` is `<prefix>/<path>`,
+        S3 `versioned` `<prefix>/<path>@g<generation>-<write_id>`."""
+        assert self.config is not None
+        if self.config.archive_type == "redis":
+            assert self.config.redis is not None
+            prefix = self.config.redis.key_prefix
+            if self.config.effective_layout == "mirror":
+                return f"{prefix}:{path}"
+            return f"{prefix}:{path}@g{generation}-{write_id}"
+        assert self.config.s3 is not None
+        prefix = self.config.s3.prefix.strip("/")
+        key = f"{prefix}/{path}" if prefix else path
+        if self.config.effective_layout == "versioned":
+            key = f"{key}@g{generation}-{write_id}"
+        return key
 
     async def write_through(
         self, path: str, generation: int, write_id: str, files: list[str], size: int
-    ) -> str:
-        """Write a blob's part files to the archive; returns its `archive_url`."""
+    ) -> tuple[str, str | None]:
+        """Write a blob's part files to the archive; returns its `archive_url` and the
+        archived object's ETag (S3; None for Redis)."""
         if self.writer is None:
             raise ArchiveUnavailable("no archive is configured")
         key = self.key_for(path, generation, write_id)
-        await self.writer.write_files(key, files, size)
-        return self.writer.url_for(key)
+        etag = await self.writer.write_files(key, files, size)
+        return self.writer.url_for(key), etag
 
     async def close(self) -> None:
-        for store in self._redis.values():
+        for store in [*self._redis.values(), *self._s3.values()]:
             await store.close()
         self._redis.clear()
+        self._s3.clear()
 
 
 # ---- read fallback (§10.3) -------------------------------------------------------------
@@ -399,7 +599,11 @@ async def fetch_part(
         first_part_no=part_no,
     )
     try:
-        async for chunk in store.read_range(key, part_no * meta.part_size, length, url):
+        etag = head.document.get("archive_etag")
+        start = part_no * meta.part_size
+        async for chunk in store.read_range(
+            key, start, length, url, etag if isinstance(etag, str) and etag else None
+        ):
             if writer.feed(chunk):
                 await blobs.run(writer.flush)
         written = await blobs.run(writer.finish)

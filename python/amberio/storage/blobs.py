@@ -279,10 +279,11 @@ class BlobStore:
         its head commits and return `extra` with its `archive_url`; a failure raises."""
         if self.archive is None or not self.archive.enabled:
             return extra
-        url = await self.archive.write_through(
+        url, etag = await self.archive.write_through(
             path, generation, write_id, [p.path for p in written.parts], written.size
         )
-        return {**(extra or {}), "archive_url": url}
+        fields = {"archive_url": url, **({"archive_etag": etag} if etag else {})}
+        return {**(extra or {}), **fields}
 
     async def archive_fill(self, plan: ReadPlan, *, first_only: bool = False) -> list[int]:
         """Read fallback (§10.3): fetch the plan's parts missing here from the head's
