@@ -104,6 +104,7 @@ async def init_scan(runtime: Runtime) -> None:
         slot_of=placement.slot_of,
         holds=lambda slot_id: placement.holds(runtime.node_id, slot_id),
         part_size=runtime.state.replication.part_size,
+        archive=runtime.state.archive_config() or runtime.config.archive,
     )
 
 

@@ -478,3 +478,51 @@ def test_s3_write_through_and_read_fallback(
             node.read("s3/missing")
     finally:
         node.close()
+
+
+def test_init_scan_from_an_s3_bucket(
+    tmp_path: Path, executor: ThreadPoolExecutor, s3_endpoint: int
+) -> None:
+    import boto3
+
+    from amberio.config import InitScanS3Config
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{s3_endpoint}",
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="existing")
+    bodies = {f"data/{i}.bin": pattern(1000 * (i + 1), seed=30 + i) for i in range(3)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket="existing", Key=key, Body=body)
+    s3.put_object(Bucket="existing", Key="elsewhere/x", Body=b"no")
+    config = InitScanConfig(s3=InitScanS3Config(bucket="existing", prefix="data/"))
+    # The user's bucket is the archive: reads of imported heads use its credentials.
+    plain = Node(tmp_path / "disk", executor, s3_config(s3_endpoint, "existing"))
+
+    def scan() -> Any:
+        return asyncio.run(
+            run_init_scan(
+                config,
+                disks=[plain.disk],
+                slot_of=plain.slot_of,
+                holds=lambda _s: True,
+                part_size=PART,
+                archive=plain.archive_config,
+            )
+        )
+
+    try:
+        counts = scan()
+        assert (counts.seen, counts.imported) == (3, 3)
+        for key, body in bodies.items():
+            doc = plain.head(key).document
+            assert doc["archive_url"] == f"s3://existing/{key}"
+            assert doc["part_index_state"] == "none"
+            assert plain.read(key) == body
+        assert scan().imported == 0
+    finally:
+        plain.close()

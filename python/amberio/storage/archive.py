@@ -479,8 +479,14 @@ class Archives:
             configured = self.config.s3 if self.config is not None else None
             if configured is not None and configured.bucket == bucket:
                 store = S3Archive.connect(bucket, configured)
+            elif configured is not None:
+                # Another bucket of the same S3 service: its endpoint and region, with
+                # boto3's default credential chain (§10.1).
+                store = S3Archive.connect(
+                    bucket, msgspec.structs.replace(configured, credentials=None)
+                )
             else:
-                store = S3Archive.connect(bucket, None)  # boto3's default credential chain
+                store = S3Archive.connect(bucket, None)  # boto3's default chain
             self._s3[bucket] = store
         return store
 

@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from amberio.config import InitScanConfig
+from amberio.config import (
+    ArchiveConfig,
+    ArchiveS3Config,
+    InitScanConfig,
+    InitScanRedisConfig,
+    InitScanS3Config,
+)
 from amberio.errors import ConfigError
 from amberio.storage.heads import Head, now_rfc3339
 from amberio.storage.slots import SlotStore
@@ -37,6 +43,7 @@ class ScanEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     archive_url: str
     part_size: int | None = None
     updated_at: str | None = None
+    archive_etag: str | None = None
 
 
 class ScanCounts(msgspec.Struct, kw_only=True):
@@ -85,6 +92,7 @@ def import_document(
         "archive_url": entry.archive_url,
         "updated_at": entry.updated_at or now_rfc3339(),
         "imported_by": "init_scan",
+        **({"archive_etag": entry.archive_etag} if entry.archive_etag else {}),
     }
 
 
@@ -97,6 +105,7 @@ def import_entry(slots: SlotStore, entry: ScanEntry, *, slot_id: int, part_size:
         if (
             doc.get("archive_url") == entry.archive_url
             and doc.get("etag") == entry.etag
+            and doc.get("archive_etag") == entry.archive_etag
             and doc.get("size_bytes") == entry.size_bytes
         ):
             return False
@@ -112,16 +121,55 @@ async def run_init_scan(
     slot_of: Callable[[str], int],
     holds: Callable[[int], bool],
     part_size: int,
+    archive: ArchiveConfig | None = None,
 ) -> ScanCounts | None:
-    """Run the scan of §10.4 for this node (None when not configured)."""
-    if config is None or not config.enabled or config.redis is None:
-        if config is not None and config.enabled and config.s3 is not None:
-            log.warning("init_scan.s3 is not supported by this build yet; skipped")
+    """Run the scan of §10.4 for this node: the Redis list, then the S3 bucket listing
+    (None when nothing is configured). `archive` lends its `s3` endpoint and credentials."""
+    if config is None or not config.enabled or (config.redis is None and config.s3 is None):
         return None
-    source = config.redis
     counts = ScanCounts()
-    client = aioredis.Redis.from_url(source.url, socket_connect_timeout=2.0, socket_timeout=10.0)
     slots = SlotStore(disks)
+
+    def take(entry: ScanEntry) -> Awaitable[bool] | None:
+        slot_id = slot_of(entry.path)
+        if not holds(slot_id):
+            counts.other_slots += 1
+            return None
+        return asyncio.to_thread(import_entry, slots, entry, slot_id=slot_id, part_size=part_size)
+
+    try:
+        if config.redis is not None:
+            await _scan_redis(config.redis, counts, take)
+        if config.s3 is not None:
+            await _scan_s3(config.s3, archive.s3 if archive is not None else None, counts, take)
+    finally:
+        slots.close()
+    log.info(
+        "init scan: %d entries, %d imported, %d unchanged, %d for other nodes, %d malformed",
+        counts.seen,
+        counts.imported,
+        counts.unchanged,
+        counts.other_slots,
+        counts.malformed,
+    )
+    return counts
+
+
+async def _count(counts: ScanCounts, pending: Awaitable[bool] | None) -> None:
+    if pending is None:
+        return
+    if await pending:
+        counts.imported += 1
+    else:
+        counts.unchanged += 1
+
+
+async def _scan_redis(
+    source: InitScanRedisConfig,
+    counts: ScanCounts,
+    take: Callable[[ScanEntry], Awaitable[bool] | None],
+) -> None:
+    client = aioredis.Redis.from_url(source.url, socket_connect_timeout=2.0, socket_timeout=10.0)
     try:
         index = 0
         while True:
@@ -143,29 +191,65 @@ async def run_init_scan(
                         "init scan: entry %d of %r skipped: %s", position, source.list_key, exc
                     )
                     continue
-                slot_id = slot_of(entry.path)
-                if not holds(slot_id):
-                    counts.other_slots += 1
-                    continue
-                imported = await asyncio.to_thread(
-                    import_entry, slots, entry, slot_id=slot_id, part_size=part_size
-                )
-                if imported:
-                    counts.imported += 1
-                else:
-                    counts.unchanged += 1
+                await _count(counts, take(entry))
             if len(page) < source.page_size:
                 break
     finally:
-        slots.close()
         await client.aclose()
-    log.info(
-        "init scan of %r: %d entries, %d imported, %d unchanged, %d for other nodes, %d malformed",
-        source.list_key,
-        counts.seen,
-        counts.imported,
-        counts.unchanged,
-        counts.other_slots,
-        counts.malformed,
-    )
-    return counts
+    log.info("init scan of the Redis list %r: %d entries read", source.list_key, index)
+
+
+async def _scan_s3(
+    source: InitScanS3Config,
+    archive_s3: ArchiveS3Config | None,
+    counts: ScanCounts,
+    take: Callable[[ScanEntry], Awaitable[bool] | None],
+) -> None:
+    """Import every object under `source.prefix` of `source.bucket` (blob path = key)."""
+    from amberio.storage.archive import S3Archive
+
+    store = S3Archive.connect(source.bucket, archive_s3)
+    token: str | None = None
+    try:
+        while True:
+            request: dict[str, Any] = {"Bucket": source.bucket, "Prefix": source.prefix}
+            if token:
+                request["ContinuationToken"] = token
+            try:
+                page = await asyncio.to_thread(store.client.list_objects_v2, **request)
+            except Exception as exc:
+                raise ConfigError(
+                    f"init_scan.s3: cannot list s3://{source.bucket}/{source.prefix}: {exc}"
+                ) from None
+            for item in page.get("Contents") or []:
+                key = str(item.get("Key") or "")
+                counts.seen += 1
+                if key.endswith("/") and not item.get("Size"):
+                    counts.malformed += 1  # a "directory" marker, not a blob
+                    continue
+                etag = str(item.get("ETag") or "").strip('"')
+                modified = item.get("LastModified")
+                raw = msgspec.json.encode(
+                    {
+                        "path": key,
+                        "size_bytes": int(item.get("Size") or 0),
+                        "etag": etag,
+                        "archive_url": store.url_for(key),
+                        "archive_etag": etag or None,
+                        "updated_at": modified.strftime("%Y-%m-%dT%H:%M:%SZ")
+                        if modified is not None
+                        else None,
+                    }
+                )
+                try:
+                    entry = parse_entry(raw)
+                except ValueError as exc:
+                    counts.malformed += 1
+                    log.warning("init scan: s3 object %r skipped: %s", key, exc)
+                    continue
+                await _count(counts, take(entry))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+    finally:
+        await store.close()
