@@ -476,6 +476,16 @@ def test_s3_write_through_and_read_fallback(
         imported(node, "s3/missing", "s3://archive-bucket/arch/s3/missing", 10)
         with pytest.raises(Unavailable, match="s3://archive-bucket/arch/s3/missing"):
             node.read("s3/missing")
+        # Mirror layout: a committed tombstone deletes the archived object.
+        node.put("s3/gone.bin", b"bye")
+        assert s3.get_object(Bucket="archive-bucket", Key="arch/s3/gone.bin")["Body"].read()
+
+        async def delete(store: BlobStore) -> Any:
+            return await store.delete("s3/gone.bin", write_id=None)
+
+        node.run(delete)
+        listed = s3.list_objects_v2(Bucket="archive-bucket", Prefix="arch/s3/gone")
+        assert listed.get("KeyCount", 0) == 0
     finally:
         node.close()
 

@@ -461,6 +461,7 @@ class Coordinator:
                 raise QuorumNotReached(
                     f"the delete of {path!r} was committed on {len(acks)} replicas; W={quorum}"
                 )
+            await self.blobs.archive_forget(current)
             return DeleteResult(path=path, generation=generation)
         finally:
             self._release(path, generation)

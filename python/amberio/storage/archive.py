@@ -514,6 +514,24 @@ class Archives:
             key = f"{key}@g{generation}-{write_id}"
         return key
 
+    @property
+    def mirrors(self) -> bool:
+        """True when writes go to one key per path (`mirror` layout)."""
+        return (
+            self.writer is not None
+            and self.config is not None
+            and (self.config.effective_layout == "mirror")
+        )
+
+    def mirror_url(self, path: str) -> str:
+        assert self.writer is not None
+        return self.writer.url_for(self.key_for(path, 0, ""))
+
+    async def forget(self, path: str) -> None:
+        """Delete the mirror object of `path`."""
+        assert self.writer is not None
+        await self.writer.delete(self.key_for(path, 0, ""))
+
     async def write_through(
         self, path: str, generation: int, write_id: str, files: list[str], size: int
     ) -> tuple[str, str | None]:

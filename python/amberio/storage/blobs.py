@@ -298,6 +298,19 @@ class BlobStore:
         await archive.fetch_parts(self, self.archive or _READ_ONLY_ARCHIVES, plan, missing)
         return []
 
+    async def archive_forget(self, deleted: Head) -> None:
+        """In `mirror` layout a committed tombstone deletes the archived object (§10.1),
+        when the deleted head points at this path's mirror key. Failures are logged."""
+        archive_ = self.archive
+        if archive_ is None or not archive_.mirrors or deleted.deleted:
+            return
+        if deleted.document.get("archive_url") != archive_.mirror_url(deleted.blob_path):
+            return
+        try:
+            await archive_.forget(deleted.blob_path)
+        except Unavailable as exc:
+            log.warning("deleting the archived copy of %r: %s", deleted.blob_path, exc)
+
     async def _archive_stream(self, plan: ReadPlan) -> AsyncIterator[bytes]:
         """The plan's bytes part by part, each missing part fetched from the archive just
         before it is read: the response streams while parts arrive (§10.3). The first part
@@ -433,6 +446,7 @@ class BlobStore:
             )
             head = Head.from_document(path, "tombstone", document)
             await self.run(self.commit, db, head, [], self.write_record_for(head))
+            await self.archive_forget(current)
             return DeleteResult(path=path, generation=generation)
         finally:
             self.release_generation(path, generation)
