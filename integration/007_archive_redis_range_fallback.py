@@ -177,6 +177,16 @@ def main(case: Case) -> None:
             expect_eq(file.parent.name, "g.1", f"part {part_no} directory")
         expect_eq(head_state(server, slot, PATH), "partial", "part_index_state after one range")
 
+        outsiders = [n for n in cluster.nodes if n not in cluster.replicas_of(PATH)]
+        if outsiders:
+            case.step(f"GET through {outsiders[0].node_id}, which holds no replica of the slot")
+
+            def through_outsider() -> None:
+                resp = expect_status(outsiders[0].api.get(PATH), 200, f"GET {PATH} (outsider)")
+                check(resp.body == BODY, f"GET {PATH} via {outsiders[0].node_id}: bytes differ")
+
+            case.soft("outsider GET", through_outsider)
+
         case.step("Redis key deleted: the range is still served from the local parts")
         client.delete(key)
         check_range(server, PATH, BODY, 150_000, 260_000, f"GET {PATH} again (key deleted)")

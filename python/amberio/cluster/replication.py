@@ -641,7 +641,10 @@ class Coordinator:
             if entry is None and plan.meta.archive_url:
                 # No replica holds this part yet: its range straight from the archive (§10.3).
                 end = min((part_no + 1) * part_size, plan.start + plan.length)
-                async for piece in self.blobs.archive_range(plan.meta.archive_url, offset, end):
+                etag = plan.head.document.get("archive_etag")
+                async for piece in self.blobs.archive_range(
+                    plan.meta.archive_url, offset, end, etag if isinstance(etag, str) else None
+                ):
                     remaining -= len(piece)
                     offset += len(piece)
                     yield piece

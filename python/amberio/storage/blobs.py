@@ -330,11 +330,13 @@ class BlobStore:
             async for chunk in await self.open_stream(piece):
                 yield chunk
 
-    def archive_range(self, url: str, start: int, end: int) -> AsyncIterator[bytes]:
+    def archive_range(
+        self, url: str, start: int, end: int, etag: str | None = None
+    ) -> AsyncIterator[bytes]:
         """Bytes [start, end) of the archived blob at `url` (a node that holds no replica
         of the slot serves parts nobody has fetched yet this way)."""
         store, key = (self.archive or _READ_ONLY_ARCHIVES).store_for(url)
-        return store.read_range(key, start, end - start, url)
+        return store.read_range(key, start, end - start, url, etag)
 
     def write_record_for(self, head: Head) -> WriteRecord | None:
         """The idempotency record of a head: derived from the head itself, so it travels
