@@ -168,17 +168,30 @@ class Coordinator:
         def remote(node: str) -> Callable[[], Awaitable[Head | None]]:
             return lambda: self.peers.get_head(node, slot_id, path)
 
-        alive = await self._live(replicas, want)
-        results = await self._gather([(r, self._on(r, local, remote(r))) for r in alive], want)
+        asked = await self._live(replicas, want)
+        results = await self._gather([(r, self._on(r, local, remote(r))) for r in asked], want)
         answers: list[tuple[str, Head | None]] = []
-        for node, result in results:
-            if isinstance(result, PeerError):
-                self._mark_down(result)
-                log.warning("reading the head of %r: %s", path, result)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                answers.append((node, result))
+        for attempt in range(2):
+            for node, result in results:
+                if isinstance(result, PeerError):
+                    self._mark_down(result)
+                    log.warning("reading the head of %r: %s", path, result)
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    answers.append((node, result))
+            if len(answers) >= want or attempt:
+                break
+            # Too few answers: the live set may be stale (a peer that just started, or
+            # one that just stopped); ask the registry and try the replicas not yet asked.
+            await self.refresh_liveness()
+            more = [r for r in replicas if r not in asked and self.alive(r)]
+            if not more:
+                break
+            asked += more
+            results = await self._gather(
+                [(r, self._on(r, local, remote(r))) for r in more], want - len(answers)
+            )
         if len(answers) < want:
             raise QuorumNotReached(
                 f"read the head of {path!r} from {len(answers)} of {len(replicas)} replicas; "
