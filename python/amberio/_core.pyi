@@ -106,6 +106,9 @@ class PartWriter:
         Returns True once at least `flush_bytes` are buffered: the caller should
         then call `flush()` (from a worker thread) before feeding much more.
         """
+    def sealed_parts(self, start: int = 0) -> list[PartInfo]:
+        """Parts sealed so far (renamed into `final_dir`), from index `start` on, so they
+        can be sent on while the rest of the stream is cut. `finish()` fsyncs the dir."""
     def flush(self) -> None:
         """Hash and write buffered bytes, sealing parts that filled up. GIL released."""
     def finish(self) -> WrittenObject:

@@ -602,3 +602,17 @@ def test_256_mib_stream_memory_bounded(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["hwm_delta_kib"] < 64 * 1024, result
+
+
+def test_sealed_parts_are_visible_before_finish(tmp_path: Path) -> None:
+    writer = PartWriter(str(tmp_path / "g"), str(tmp_path / "t"), 1000, 4096)
+    assert writer.sealed_parts() == []
+    writer.feed(b"a" * 2500)
+    writer.flush()
+    sealed = writer.sealed_parts()
+    assert [(p.part_no, p.size) for p in sealed] == [(0, 1000), (1, 1000)]
+    assert all(os.path.exists(p.path) for p in sealed)
+    assert [p.part_no for p in writer.sealed_parts(1)] == [1]
+    obj = writer.finish()
+    assert [p.sha256 for p in obj.parts[:2]] == [p.sha256 for p in sealed]
+    assert [p.part_no for p in writer.sealed_parts(2)] == [2]

@@ -24,7 +24,7 @@ import msgspec
 from amberio.cluster.peers import PeerError, Peers
 from amberio.cluster.placement import Placement
 from amberio.cluster.registry import Registry
-from amberio.core import PartWriter
+from amberio.core import PartInfo, PartWriter
 from amberio.errors import NotFound, QuorumNotReached, Unavailable, WriteIdConflict
 from amberio.storage import layout
 from amberio.storage.blobs import (
@@ -291,9 +291,34 @@ class Coordinator:
         )
         writer = PartWriter(directory, tmp, self.blobs.part_size)
         committed_locally = False
+        # Parts go to the other replicas as soon as they are sealed, while the rest of the
+        # body is still being cut: one queue and one sender per live remote replica.
+        remotes = [r for r in replicas if r != self.node_id and self.alive(r)]
+        queues: dict[str, asyncio.Queue[PartInfo | None]] = {r: asyncio.Queue() for r in remotes}
+        senders = {
+            r: asyncio.ensure_future(self._send_queued(r, slot_id, path, generation, queues[r]))
+            for r in remotes
+        }
+        queued = 0
+
+        def enqueue_sealed() -> None:
+            nonlocal queued
+            for part in writer.sealed_parts(queued):
+                for queue in queues.values():
+                    queue.put_nowait(part)
+                queued += 1
+
+        def feed(chunk: bytes) -> bool:
+            full = writer.feed(chunk)
+            enqueue_sealed()
+            return full
+
         try:
-            await self.blobs.receive_body(body, content_length, writer.feed, writer.flush)
+            await self.blobs.receive_body(body, content_length, feed, writer.flush)
             written = await self.blobs.run(writer.finish)
+            enqueue_sealed()
+            for queue in queues.values():
+                queue.put_nowait(None)
             extra = await self.blobs.archive_write(path, generation, write_id, written, extra)
             document = meta_document(
                 path,
@@ -306,10 +331,8 @@ class Coordinator:
                 extra=extra,
             )
             head = Head.from_document(path, "meta", document)
-            remotes = [r for r in replicas if r != self.node_id and self.alive(r)]
             sent = await self._gather(
-                [(r, self._send_parts(r, slot_id, head, written.parts)) for r in remotes],
-                quorum - (1 if local else 0),
+                [(r, senders[r]) for r in remotes], quorum - (1 if local else 0)
             )
             holders = [r for r, ok in sent if ok is True]
             if local:
@@ -339,6 +362,8 @@ class Coordinator:
                 writer.abort()
             raise
         finally:
+            for sender in senders.values():
+                sender.cancel()
             self._release(path, generation)
             if staging is not None:
                 await self.blobs.run(shutil.rmtree, staging, True)
@@ -361,23 +386,31 @@ class Coordinator:
         if self._reserved.get(path) == generation:
             del self._reserved[path]
 
-    async def _send_parts(self, node: str, slot_id: int, head: Head, parts: list[Any]) -> bool:
-        try:
-            for part in parts:
+    async def _send_queued(
+        self,
+        node: str,
+        slot_id: int,
+        path: str,
+        generation: int,
+        queue: asyncio.Queue[PartInfo | None],
+    ) -> bool:
+        """Send the parts put on `queue` (until None) to `node`; False if one failed."""
+        while (part := await queue.get()) is not None:
+            try:
                 await self.peers.put_part(
                     node,
                     slot_id,
-                    head.blob_path,
-                    head.generation,
+                    path,
+                    generation,
                     part.part_no,
                     part.sha256,
                     part.path,
                     part.size,
                 )
-        except PeerError as err:
-            self._mark_down(err)
-            log.warning("copying parts of %r to %s failed: %s", head.blob_path, node, err)
-            return False
+            except PeerError as err:
+                self._mark_down(err)
+                log.warning("copying parts of %r to %s failed: %s", path, node, err)
+                return False
         return True
 
     async def _commit_heads(

@@ -270,6 +270,28 @@ impl PyPartWriter {
         Ok(full)
     }
 
+    /// Parts sealed so far, from index `start` on (to send them on while the rest is cut).
+    #[pyo3(signature = (start=0))]
+    fn sealed_parts(&self, py: Python<'_>, start: usize) -> PyResult<Vec<Py<PyPartInfo>>> {
+        let g = lock(&self.inner, "PartWriter")?;
+        g.sealed()
+            .iter()
+            .skip(start)
+            .map(|p| {
+                Py::new(
+                    py,
+                    PyPartInfo {
+                        part_no: p.part_no,
+                        size: p.size,
+                        sha256: p.sha256.clone(),
+                        path: p.path.to_string_lossy().into_owned(),
+                        crcs: p.block_crc32c.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Hash and write buffered bytes, sealing parts that filled up. GIL released.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let mut g = lock(&self.inner, "PartWriter")?;

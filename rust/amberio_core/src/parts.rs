@@ -196,6 +196,11 @@ impl PartWriter {
         self.fed
     }
 
+    /// Parts sealed so far (renamed into place; the directory is fsynced by `finish`).
+    pub fn sealed(&self) -> &[PartInfo] {
+        &self.parts
+    }
+
     /// Bytes fed but not written yet.
     pub fn buffered(&self) -> usize {
         self.buffer.len()
