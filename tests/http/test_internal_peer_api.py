@@ -227,7 +227,7 @@ def test_bad_head_bodies(server: Server) -> None:
     good = json.loads(_head_body("meta", meta))
     cases: list[bytes] = [
         b"{not json",
-        json.dumps({**good, "head_sha256": "0" * 64}).encode(),
+        json.dumps({**good, "head_sha256": "not-hex"}).encode(),
         json.dumps({**good, "generation": 2}).encode(),
         json.dumps({**good, "head_kind": "other"}).encode(),
         json.dumps({k: v for k, v in good.items() if k != "meta"}).encode(),
@@ -240,6 +240,18 @@ def test_bad_head_bodies(server: Server) -> None:
     other = f"/internal/v1/slots/{(slot + 1) % 2048}/heads?path={urllib.parse.quote(path)}"
     assert server.request("PUT", other, _head_body("meta", meta))[0] == 400
     assert server.request("GET", "/_/api/v1/blobs/" + path)[0] == 404
+
+
+def test_head_keeps_the_senders_sha256(server: Server) -> None:
+    path = "peer/identity"
+    slot = server.slot(path)
+    heads = f"/internal/v1/slots/{slot}/heads?path={urllib.parse.quote(path)}"
+    body = json.loads(_head_body("meta", _meta(path, slot, 1, b"", "w-id")))
+    body["head_sha256"] = "ab" * 32
+    status, doc = server.json("PUT", heads, json.dumps(body).encode())
+    assert (status, doc["applied"]) == (200, True)
+    status, doc = server.json("GET", heads)
+    assert doc["head_sha256"] == "ab" * 32
 
 
 def test_missing_part_is_404(server: Server) -> None:

@@ -166,7 +166,11 @@ class Peers:
         document = answer.meta if answer.head_kind == "meta" else answer.tombstone
         if document is None or answer.head_kind not in ("meta", "tombstone"):
             raise PeerError(node_id, "GET heads: malformed answer")
-        return Head.from_document(path, answer.head_kind, document)  # type: ignore[arg-type]
+        head = Head.from_document(path, answer.head_kind, document)  # type: ignore[arg-type]
+        if answer.head_sha256 and answer.head_sha256 != head.head_sha256:
+            # Keep the peer's identity of the head (its row's sha256), not a re-encoding's.
+            head = msgspec.structs.replace(head, head_sha256=answer.head_sha256)
+        return head
 
     async def put_head(self, node_id: str, slot_id: int, head: Head) -> bool:
         body = _json.encode(
