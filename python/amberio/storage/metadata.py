@@ -25,6 +25,7 @@ from amberio.storage.heads import (
 )
 
 SCHEMA_VERSION = 1
+SLOT_PAGE_CACHE_PAGES = 8
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_entries (
     id INTEGER PRIMARY KEY,
@@ -97,6 +98,10 @@ class WriteRecord(msgspec.Struct, frozen=True, kw_only=True):
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
+    # A slot database is small and lives in the OS page cache; SQLite's own default cache
+    # (allocated in bulk on first use) would cost ~100 KiB per connection, and a node keeps
+    # hundreds of them open. Set before the first query, which makes that allocation.
+    conn.execute(f"PRAGMA cache_size = {SLOT_PAGE_CACHE_PAGES}")
     return conn
 
 
