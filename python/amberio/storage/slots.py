@@ -15,7 +15,7 @@ from amberio.storage.metadata import SlotDb
 
 log = logging.getLogger("amberio.storage")
 
-MAX_OPEN_SLOTS = 512
+MAX_OPEN_SLOTS = 256
 MAX_RETIRED = 128
 RETIRE_SECONDS = 2.0
 
