@@ -33,6 +33,7 @@ from amberio.storage.blobs import (
     DeleteResult,
     PutResult,
     ReadPlan,
+    check_write_id,
     meta_document,
     new_parts,
     tombstone_document,
@@ -273,6 +274,7 @@ class Coordinator:
         quorum = self.placement.write_quorum
         await self._refuse_below_quorum(slot_id, replicas, quorum)
         if write_id is not None:
+            check_write_id(write_id)
             record = await self._find_record(slot_id, path, replicas, write_id)
             if record is not None:
                 return await self.blobs.replay_put(path, slot_id, record, body, content_length)
@@ -478,6 +480,7 @@ class Coordinator:
         quorum = self.placement.write_quorum
         await self._refuse_below_quorum(slot_id, replicas, quorum)
         if write_id is not None:
+            check_write_id(write_id)
             record = await self._find_record(slot_id, path, replicas, write_id)
             if record is not None:
                 if record.head_kind != "tombstone":

@@ -214,7 +214,7 @@ class BlobStore:
         the MD5 (see meta_document)."""
         slot_id, db = self._local_db(path)
         if write_id is not None:
-            _check_write_id(write_id)
+            check_write_id(write_id)
             record = db.write_record(path, write_id)
             if record is not None:
                 return await self.replay_put(path, slot_id, record, body, content_length)
@@ -428,7 +428,7 @@ class BlobStore:
     async def _delete(self, path: str, *, write_id: str | None) -> DeleteResult:
         slot_id, db = self._local_db(path)
         if write_id is not None:
-            _check_write_id(write_id)
+            check_write_id(write_id)
             record = db.write_record(path, write_id)
             if record is not None:
                 if record.head_kind != "tombstone":
@@ -787,6 +787,6 @@ def _file_size(path: str) -> int:
     return os.path.getsize(path)
 
 
-def _check_write_id(write_id: str) -> None:
+def check_write_id(write_id: str) -> None:
     if not write_id or len(write_id) > MAX_WRITE_ID or not write_id.isprintable():
         raise BadRequest(f"X-Amberio-Write-Id must be 1..{MAX_WRITE_ID} printable characters")
