@@ -5,54 +5,16 @@ import importlib
 import io
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import amberio.cli
 from amberio import cli, logs
 from amberio.cli import build_parser, load_cli_config, main
 from amberio.errors import ConfigError
-
-PYTHON_DIR = str(Path(amberio.cli.__file__).resolve().parents[1])
-
-
-def amberio_cmd(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """`python -m amberio ...` in a subprocess, importing this checkout's package."""
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        [PYTHON_DIR, *filter(None, [full_env.get("PYTHONPATH")])]
-    )
-    full_env.pop("AMBERIO_DATA_DIR", None)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "amberio", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], *mentions: str) -> str:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("amberio: error: "), lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    for mention in mentions:
-        assert mention in lines[0], (mention, lines[0])
-    return lines[0]
-
+from tests.cli_helpers import amberio_cmd, assert_user_error
 
 BAD_CONFIGS: list[tuple[str, str, tuple[str, ...]]] = [
     ("unknown top-level key", "registry: {backend: local}\ncolour: blue\n",
