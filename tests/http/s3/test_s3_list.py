@@ -205,3 +205,32 @@ def test_bucket_bad_inputs(raw: Client, bucket: str) -> None:
     for sub in ("acl", "policy", "cors", "lifecycle", "tagging", "website", "versions"):
         resp = raw.request("GET", f"/{bucket}?{sub}")
         assert (resp.status, s3_error(resp).code) == (501, "NotImplemented"), sub
+
+
+def test_list_buckets_pages_with_max_buckets(s3: Any, raw: Client, bucket: str) -> None:
+    names = [f"{bucket}-p{i}" for i in range(5)]
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    seen: list[str] = []
+    kwargs: dict[str, Any] = {"Prefix": bucket + "-p", "MaxBuckets": 2}
+    pages = 0
+    while True:
+        page = s3.list_buckets(**kwargs)
+        pages += 1
+        assert len(page["Buckets"]) <= 2
+        seen += [b["Name"] for b in page["Buckets"]]
+        if "ContinuationToken" not in page:
+            break
+        kwargs["ContinuationToken"] = page["ContinuationToken"]
+    assert (seen, pages) == (names, 3)
+    everything = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert set(names) <= set(everything)
+
+
+def test_list_buckets_bad_paging_inputs(raw: Client, bucket: str) -> None:
+    for value in ("0", "-1", "abc", "10001", ""):
+        resp = raw.request("GET", f"/?max-buckets={urllib.parse.quote(value)}")
+        assert (resp.status, s3_error(resp).code) == (400, "InvalidArgument"), value
+    for token in ("***", "djEAa2Zvbw=="):  # garbage; an object-listing token is not a bucket token
+        resp = raw.request("GET", f"/?continuation-token={urllib.parse.quote(token)}")
+        assert (resp.status, s3_error(resp).code) == (400, "InvalidArgument"), token

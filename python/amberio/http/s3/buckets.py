@@ -17,6 +17,7 @@ from amberio.http.s3 import meta, xml
 from amberio.http.s3.context import Context
 from amberio.http.s3.delete import delete_blob
 from amberio.http.s3.errors import S3Error, not_implemented
+from amberio.http.s3.list import decode_token, encode_token
 from amberio.http.s3.names import (
     BUCKET_RECORDS,
     SKIP_PAST,
@@ -28,11 +29,17 @@ from amberio.storage.heads import now_rfc3339
 OWNER_ID: Final = "amberio"
 REGION: Final = "us-east-1"
 MAX_CREATE_BODY: Final = 64 * 1024
+MAX_BUCKETS_PER_PAGE: Final = 10_000
+_BUCKET_TOKEN_KIND: Final = "b"
 
 
 @dataclass(frozen=True, slots=True)
 class ListBuckets:
     prefix: str
+    max_buckets: int | None
+    """None: every bucket in one answer (what ListBuckets did before paging existed)."""
+    after: str | None
+    """The last bucket name of the previous page (from the continuation token)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +68,21 @@ class GetBucketVersioning:
 
 
 def parse_list(req: Request) -> ListBuckets:
-    return ListBuckets(prefix=req.query.get("prefix", ""))
+    raw_max = req.query.get("max-buckets")
+    max_buckets: int | None = None
+    if raw_max is not None:
+        if not raw_max.isdigit() or not 1 <= int(raw_max) <= MAX_BUCKETS_PER_PAGE:
+            raise S3Error(
+                "InvalidArgument",
+                f"max-buckets must be an integer from 1 to {MAX_BUCKETS_PER_PAGE}",
+                fields={"ArgumentName": "max-buckets", "ArgumentValue": raw_max},
+            )
+        max_buckets = int(raw_max)
+    after: str | None = None
+    token = req.query.get("continuation-token")
+    if token is not None:
+        _, after = decode_token(token, kinds=_BUCKET_TOKEN_KIND)
+    return ListBuckets(prefix=req.query.get("prefix", ""), max_buckets=max_buckets, after=after)
 
 
 def parse_create(req: Request, bucket: str) -> CreateBucket:
@@ -124,12 +145,19 @@ async def handle_list(ctx: Context, op: ListBuckets) -> None:
     xml.sub(owner, "ID", OWNER_ID)
     xml.sub(owner, "DisplayName", OWNER_ID)
     node = xml.sub(root, "Buckets")
-    for name in sorted(buckets):
-        if not name.startswith(op.prefix):
-            continue
+    names = [
+        name
+        for name in sorted(buckets)
+        if name.startswith(op.prefix) and (op.after is None or name > op.after)
+    ]
+    page = names if op.max_buckets is None else names[: op.max_buckets]
+    for name in page:
         bucket = xml.sub(node, "Bucket")
         xml.sub(bucket, "Name", name)
         xml.sub(bucket, "CreationDate", meta.iso_from_rfc3339(buckets[name]))
+        xml.sub(bucket, "BucketRegion", REGION)
+    if len(page) < len(names):
+        xml.sub(root, "ContinuationToken", encode_token(_BUCKET_TOKEN_KIND, page[-1]))
     if op.prefix:
         xml.sub(root, "Prefix", op.prefix)
     ctx.send_xml(200, root)

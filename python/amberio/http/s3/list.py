@@ -102,13 +102,14 @@ def encode_token(kind: str, marker: str) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def decode_token(token: str) -> tuple[str, str]:
+def decode_token(token: str, kinds: str = "kp") -> tuple[str, str]:
+    """The (kind, marker) of one of our tokens whose kind is in `kinds`; InvalidArgument else."""
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii"))
         if not raw.startswith(_TOKEN_TAG) or len(raw) < len(_TOKEN_TAG) + 1:
             raise ValueError("not our token")
         kind = chr(raw[len(_TOKEN_TAG)])
-        if kind not in ("k", "p"):
+        if kind not in kinds:
             raise ValueError("unknown token kind")
         return kind, raw[len(_TOKEN_TAG) + 1 :].decode("utf-8")
     except (ValueError, binascii.Error, UnicodeError):
