@@ -27,6 +27,7 @@ from amberio.http.router import App, Node
 from amberio.logs import set_node_id
 from amberio.storage.archive import Archives
 from amberio.storage.blobs import BlobStore
+from amberio.storage.cache import LocalCache
 from amberio.storage.index import NodeIndex
 from amberio.storage.scrub import Scrubber
 from amberio.storage.slots import SlotStore
@@ -164,6 +165,7 @@ async def _serve_node(runtime: Runtime) -> int:
     watcher = asyncio.create_task(_watch_external_writes(node, executor, reconcile, stop))
     liveness = asyncio.create_task(node.coordinator.watch_liveness(stop))
     scrub = asyncio.create_task(Scrubber(node.slots, node.blobs.run).run_forever(stop))
+    cache = _start_cache(node, stop)
     anti_entropy = AntiEntropy(
         node_id=runtime.node_id,
         placement=runtime.placement,
@@ -193,6 +195,9 @@ async def _serve_node(runtime: Runtime) -> int:
             await asyncio.wait_for(liveness, timeout=SHUTDOWN_GRACE_SECONDS)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(scrub, timeout=SHUTDOWN_GRACE_SECONDS)
+        if cache is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(cache, timeout=SHUTDOWN_GRACE_SECONDS)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(repairs, timeout=SHUTDOWN_GRACE_SECONDS)
         await peers.close()
@@ -229,6 +234,16 @@ async def _watch_external_writes(
             continue
         if synced:
             log.info("re-indexed %d slot(s) new on disk or written by another process", synced)
+
+
+def _start_cache(node: Node, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """With `cache.max_bytes` set, evict archived parts over the limit (storage/cache.py)."""
+    settings = node.runtime.config.cache
+    if settings is None or settings.max_bytes is None:
+        return None
+    cache = LocalCache(node.slots, settings.max_bytes)
+    node.blobs.cache = cache
+    return asyncio.create_task(cache.run_forever(stop, node.blobs.run))
 
 
 def _log_reconcile(fut: asyncio.Future[int]) -> None:

@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -40,6 +40,9 @@ from amberio.storage.index import IndexEntry, NodeIndex
 from amberio.storage.metadata import NewPart, PartRow, SlotDb, WriteRecord
 from amberio.storage.ranges import ByteRange
 from amberio.storage.slots import SlotStore
+
+if TYPE_CHECKING:
+    from amberio.storage.cache import LocalCache
 
 log = logging.getLogger("amberio.storage")
 
@@ -148,6 +151,9 @@ class BlobStore:
         self._indexed_slots: set[int] = set()
         # The archive tier (§10), set by the server when configured or for read fallback.
         self.archive: Archives | None = None
+        # Local cache capacity (`cache.max_bytes`), set by the server when configured: told
+        # of reads (recency) and of stored part bytes (accounting).
+        self.cache: LocalCache | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -296,6 +302,10 @@ class BlobStore:
         if first_only:
             missing = [n for n in missing[:1] if n == plan.start // plan.meta.part_size]
         await archive.fetch_parts(self, self.archive or _READ_ONLY_ARCHIVES, plan, missing)
+        if self.cache is not None:
+            meta = plan.meta
+            fetched = sum(archive.part_length(meta.size_bytes, meta.part_size, n) for n in missing)
+            self.cache.stored(plan.slot_id, fetched)
         return []
 
     async def archive_forget(self, deleted: Head) -> None:
@@ -362,6 +372,8 @@ class BlobStore:
         applied = db.commit_head(head, parts, record)
         if applied:
             self.index.record(head, db.slot_id)
+            if parts and self.cache is not None:
+                self.cache.stored(db.slot_id, sum(p.size_bytes for p in parts))
         return applied
 
     async def receive_body(
@@ -530,6 +542,8 @@ class BlobStore:
     def _verified_chunk(
         self, reader: RangeReader, slot_id: int, blob_path: str, generation: int
     ) -> bytes | None:
+        if self.cache is not None:
+            self.cache.read(slot_id, blob_path, generation)
         try:
             return reader.read_chunk()
         except IntegrityError as exc:
@@ -611,6 +625,8 @@ class BlobStore:
         except BaseException:
             writer.abort()
             raise
+        if self.cache is not None:
+            self.cache.stored(slot_id, part.size)
         return False
 
     async def part_stream(
