@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from amberio.errors import DataCorrupted
@@ -251,9 +252,15 @@ def test_a_refused_commit_changes_nothing(db: SlotDb, slot_dir: str) -> None:
         body_sha256="ab" * 32,
         committed_replicas=1,
     )
-    assert not db.commit_head(meta_head("r", 3), [part], record)
+    assert not db.commit_head(meta_head("r", 3), [part], None)
     assert _dump(db) == before
-    assert db.write_record("r", "w-old") is None
+    # With a write-id record, only the record is kept (a replay counts the replicas that
+    # hold it, the head here being newer): no head or part row.
+    assert not db.commit_head(meta_head("r", 3), [part], record)
+    assert _dump(db)[: len(before)] == before
+    assert db.write_record("r", "w-old") == record
+    assert db.commit_head(meta_head("r", 4), [], msgspec.structs.replace(record, write_id="w4"))
+    assert db.write_record("r", "w4") is not None  # an identical head: its record is kept too
 
 
 def _dump(db: SlotDb) -> list[tuple[Any, ...]]:

@@ -293,8 +293,8 @@ class SlotDb:
 
         An identical head (same generation and sha256) already present counts as applied.
 
-        One transaction, fsynced (WAL, synchronous=FULL). Returns False, changing
-        nothing, when the current head wins.
+        One transaction, fsynced (WAL, synchronous=FULL). Returns False when the current
+        head wins; then only the write-id record is stored (if not there yet).
         """
         now = now_rfc3339()
         inline = encode_head_json(head.document)
@@ -309,12 +309,13 @@ class SlotDb:
                     (self.slot_id, head.blob_path),
                 ).fetchall()
                 current = winner([h for h in (self._safe_head(r) for r in rows) if h is not None])
-                if current is not None and current.rank == head.rank:
-                    conn.execute("ROLLBACK")
-                    return True
-                if not head.beats(current):
-                    conn.execute("ROLLBACK")
-                    return False
+                if (current is not None and current.rank == head.rank) or not head.beats(current):
+                    # Already here, or a newer head won: the head changes nothing, but the
+                    # write-id record is kept (a replay counts the replicas that hold it).
+                    if record is not None:
+                        self._insert_record(conn, record, now)
+                    conn.execute("COMMIT" if record is not None else "ROLLBACK")
+                    return current is not None and current.rank == head.rank
                 # Older heads stay (GC removes them after the grace period): an abort of
                 # this write (remove_head) must leave the previous head visible again.
                 file_name = (
@@ -363,30 +364,34 @@ class SlotDb:
                     ],
                 )
                 if record is not None:
-                    conn.execute(
-                        # The first head recorded for a write id keeps it: a duplicate of
-                        # the same write (a retry that raced it) never rewrites the answer.
-                        "INSERT OR IGNORE INTO write_ids (blob_path, write_id, head_kind, "
-                        "generation, etag, size_bytes, body_sha256, committed_replicas, "
-                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            record.blob_path,
-                            record.write_id,
-                            record.head_kind,
-                            record.generation,
-                            record.etag,
-                            record.size_bytes,
-                            record.body_sha256,
-                            record.committed_replicas,
-                            now,
-                        ),
-                    )
+                    self._insert_record(conn, record, now)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         return True
+
+    @staticmethod
+    def _insert_record(conn: sqlite3.Connection, record: WriteRecord, now: str) -> None:
+        conn.execute(
+            # The first head recorded for a write id keeps it: a duplicate of the same
+            # write (a retry that raced it) never rewrites the answer.
+            "INSERT OR IGNORE INTO write_ids (blob_path, write_id, head_kind, "
+            "generation, etag, size_bytes, body_sha256, committed_replicas, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.blob_path,
+                record.write_id,
+                record.head_kind,
+                record.generation,
+                record.etag,
+                record.size_bytes,
+                record.body_sha256,
+                record.committed_replicas,
+                now,
+            ),
+        )
 
     def _safe_head(self, row: tuple[Any, ...]) -> Head | None:
         try:
