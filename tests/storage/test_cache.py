@@ -1,0 +1,368 @@
+"""Local cache capacity (`cache.max_bytes`): eviction of archived parts, least recently read
+first; un-archived parts and heads are kept; reads bring evicted parts back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from amberio.cluster.placement import slot_for_path
+from amberio.config import ArchiveConfig, ArchiveRedisConfig
+from amberio.storage import cache as cache_module
+from amberio.storage import layout
+from amberio.storage.archive import Archives
+from amberio.storage.blobs import BlobStore
+from amberio.storage.cache import LocalCache
+from amberio.storage.heads import Head
+from amberio.storage.index import NodeIndex
+from amberio.storage.slots import SlotStore
+from tests.cluster.conftest import RedisServer
+
+PART = 64 * 1024
+BLOB = 100_000  # two parts: 65536 + 34464
+TOTAL_SLOTS = 16
+
+
+def body(seed: int, size: int = BLOB) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def chunks(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer.start() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield pool
+
+
+class Node:
+    """One node's storage with a LocalCache attached (no HTTP)."""
+
+    def __init__(
+        self,
+        disk: Path,
+        executor: ThreadPoolExecutor,
+        archive: ArchiveConfig | None,
+        max_bytes: int,
+        read_guard_seconds: float = 0.0,
+    ) -> None:
+        self.disk = str(disk)
+        self.slots = SlotStore([self.disk])
+        self.slots.prepare()
+        self.index = NodeIndex(os.path.join(self.disk, "amberio", "index.sqlite3"))
+        self.store = BlobStore(
+            node_id="node-1",
+            slots=self.slots,
+            index=self.index,
+            part_size=PART,
+            executor=executor,
+            slot_of=self.slot_of,
+            holds=lambda _s: True,
+        )
+        self.archive_config = archive
+        self.cache = LocalCache(self.slots, max_bytes, read_guard_seconds=read_guard_seconds)
+        self.store.cache = self.cache
+
+    def slot_of(self, path: str) -> int:
+        return slot_for_path(path, TOTAL_SLOTS)
+
+    def run(self, fn: Any) -> Any:
+        async def go() -> Any:
+            self.store.archive = Archives(self.archive_config)
+            try:
+                return await fn(self.store)
+            finally:
+                await self.store.archive.close()
+
+        return asyncio.run(go())
+
+    def put(self, path: str, data: bytes) -> None:
+        async def go(store: BlobStore) -> None:
+            await store.put(
+                path, chunks(data), content_length=len(data), write_id=None, content_type=None
+            )
+
+        self.run(go)
+
+    def read(self, path: str) -> bytes:
+        async def go(store: BlobStore) -> bytes:
+            out = bytearray()
+            async for piece in await store.open_stream(store.plan_read(path, None)):
+                out += piece
+            return bytes(out)
+
+        result: bytes = self.run(go)
+        return result
+
+    def head(self, path: str) -> Head:
+        head = self.slots.db(self.slot_of(path)).read_head(path)
+        assert head is not None
+        return head
+
+    def part_files(self, path: str) -> list[str]:
+        root = layout.blob_dir(layout.slot_dir([self.disk], self.slot_of(path)), path)
+        found: list[str] = []
+        for here, _dirs, files in os.walk(root):
+            found += [os.path.join(here, f) for f in files if f.startswith("part.")]
+        return sorted(found)
+
+    def part_rows(self, path: str) -> list[int]:
+        head = self.head(path)
+        rows = self.slots.db(self.slot_of(path)).parts(path, head.generation, 0, 1000)
+        return sorted(rows)
+
+    def age(self, path: str, seconds_ago: float) -> None:
+        """Make the blob's part files look written `seconds_ago` (recency after a restart)."""
+        moment = time.time() - seconds_ago
+        for name in self.part_files(path):
+            os.utime(name, (moment, moment))
+
+    def disk_part_bytes(self) -> int:
+        total = 0
+        for here, _dirs, files in os.walk(os.path.join(self.disk, "slots")):
+            total += sum(
+                os.path.getsize(os.path.join(here, f)) for f in files if f.startswith("part.")
+            )
+        return total
+
+    def close(self) -> None:
+        self.index.close()
+        self.slots.close()
+
+
+def redis_archive(server: RedisServer) -> ArchiveConfig:
+    return ArchiveConfig(
+        archive_type="redis",
+        redis=ArchiveRedisConfig(url=server.url, key_prefix="test:cache"),
+    )
+
+
+@pytest.fixture
+def rclient(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def archived_node(
+    tmp_path: Path,
+    executor: ThreadPoolExecutor,
+    server: RedisServer,
+    max_bytes: int,
+    read_guard_seconds: float = 0.0,
+) -> Node:
+    return Node(tmp_path / "disk", executor, redis_archive(server), max_bytes, read_guard_seconds)
+
+
+def test_accounting_counts_part_bytes_and_stored_parts(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    node = Node(tmp_path / "disk", executor, None, max_bytes=10**9)
+    try:
+        for i in range(3):
+            node.put(f"acct/{i}", body(i))
+        # Stored parts add to the estimate as they commit, before any pass.
+        assert node.cache.part_bytes(node.disk) == 3 * BLOB
+        stats = node.cache.run_pass()
+        assert stats.parts == 0
+        assert node.cache.part_bytes(node.disk) == 3 * BLOB == node.disk_part_bytes()
+        # A pass corrects drift: bytes removed behind the cache's back are not counted.
+        for name in node.part_files("acct/0"):
+            os.unlink(name)
+        node.slots.db(node.slot_of("acct/0"))._writer.execute(
+            "DELETE FROM file_entries WHERE file_kind = 'part' AND blob_path = 'acct/0'"
+        )
+        node.cache.run_pass()
+        assert node.cache.part_bytes(node.disk) == 2 * BLOB
+    finally:
+        node.close()
+
+
+def test_parts_without_archive_url_are_never_evicted(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    node = Node(tmp_path / "disk", executor, None, max_bytes=BLOB)
+    try:
+        for i in range(4):
+            node.put(f"plain/{i}", body(i))
+            node.age(f"plain/{i}", 3600 - i)
+        stats = node.cache.run_pass()
+        assert (stats.parts, stats.bytes) == (0, 0)
+        for i in range(4):
+            assert len(node.part_files(f"plain/{i}")) == 2
+            assert node.read(f"plain/{i}") == body(i)
+        assert node.cache.part_bytes(node.disk) == 4 * BLOB
+    finally:
+        node.close()
+
+
+def test_evicts_least_recently_read_first_and_keeps_heads(
+    tmp_path: Path,
+    executor: ThreadPoolExecutor,
+    redis_server: RedisServer,
+    rclient: redis.Redis,
+) -> None:
+    # 4 blobs of 100000 bytes; at most 300000: down to 270000, so 130000 bytes go.
+    node = archived_node(tmp_path, executor, redis_server, max_bytes=300_000)
+    try:
+        paths = [f"lru/{name}" for name in "abcd"]
+        for seed, path in enumerate(paths):
+            node.put(path, body(seed))
+            node.age(path, 400 - 100 * seed)  # written in order a, b, c, d
+        assert node.read("lru/a") == body(0)  # a: read just now
+        stats = node.cache.run_pass()
+
+        # b (least recently read) goes whole, then c's last part: 100000 + 34464 bytes.
+        assert (stats.parts, stats.bytes, stats.blobs) == (3, BLOB + (BLOB - PART), 2)
+        assert node.part_files("lru/a") and len(node.part_files("lru/a")) == 2
+        assert node.part_files("lru/b") == []
+        assert node.part_rows("lru/b") == []
+        assert [os.path.basename(n)[:13] for n in node.part_files("lru/c")] == ["part.00000000"]
+        assert node.part_rows("lru/c") == [0]
+        assert len(node.part_files("lru/d")) == 2
+        # Heads stay, and part_index_state moved back; the head's identity is unchanged.
+        states = {p: node.head(p).document["part_index_state"] for p in paths}
+        assert states == {
+            "lru/a": "complete",
+            "lru/b": "none",
+            "lru/c": "partial",
+            "lru/d": "complete",
+        }
+        expected = 4 * BLOB - stats.bytes
+        assert node.cache.part_bytes(node.disk) == expected == node.disk_part_bytes()
+        assert expected <= node.cache.low_water
+        assert node.cache.totals.parts == 3
+    finally:
+        node.close()
+
+
+def test_reads_bring_evicted_parts_back(
+    tmp_path: Path,
+    executor: ThreadPoolExecutor,
+    redis_server: RedisServer,
+    rclient: redis.Redis,
+) -> None:
+    node = archived_node(tmp_path, executor, redis_server, max_bytes=150_000)
+    try:
+        node.put("back/old", body(1))
+        node.age("back/old", 100)
+        node.put("back/new", body(2))
+        before_files = node.part_files("back/old")
+        head_before = node.head("back/old")
+        node.cache.run_pass()
+        assert node.part_files("back/old") == []
+        assert node.head("back/old").head_sha256 == head_before.head_sha256
+
+        # Read-through from the archive: byte-exact, the same part files, state complete.
+        assert node.read("back/old") == body(1)
+        assert node.part_files("back/old") == before_files
+        assert node.part_rows("back/old") == [0, 1]
+        assert node.head("back/old").document["part_index_state"] == "complete"
+        # The fetched parts were counted as they were stored.
+        assert node.cache.part_bytes(node.disk) == 2 * BLOB
+    finally:
+        node.close()
+
+
+def test_recently_read_blobs_are_not_evicted(
+    tmp_path: Path,
+    executor: ThreadPoolExecutor,
+    redis_server: RedisServer,
+    rclient: redis.Redis,
+) -> None:
+    node = archived_node(tmp_path, executor, redis_server, max_bytes=BLOB, read_guard_seconds=60)
+    try:
+        node.put("guard/read", body(1))
+        node.put("guard/other", body(2))
+        node.age("guard/read", 500)  # oldest on disk, but being read
+        node.age("guard/other", 100)
+        node.read("guard/read")
+        stats = node.cache.run_pass()
+        assert stats.blobs == 1
+        assert len(node.part_files("guard/read")) == 2
+        assert node.part_files("guard/other") == []
+    finally:
+        node.close()
+
+
+def test_only_the_winning_generation_is_evicted(
+    tmp_path: Path,
+    executor: ThreadPoolExecutor,
+    redis_server: RedisServer,
+    rclient: redis.Redis,
+) -> None:
+    node = archived_node(tmp_path, executor, redis_server, max_bytes=BLOB // 2)
+    try:
+        node.put("gen/x", body(1))
+        old_files = node.part_files("gen/x")
+        node.put("gen/x", body(2))  # generation 2; generation 1's parts wait for GC
+        stats = node.cache.run_pass()
+        assert stats.parts == 2
+        assert node.part_files("gen/x") == old_files  # only g.1 is left
+        assert node.read("gen/x") == body(2)
+    finally:
+        node.close()
+
+
+def test_background_task_evicts_soon_after_writes_cross_the_limit(
+    tmp_path: Path,
+    executor: ThreadPoolExecutor,
+    redis_server: RedisServer,
+    rclient: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cache_module, "START_DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(cache_module, "WAKE_DELAY_SECONDS", 0.05)
+    node = archived_node(tmp_path, executor, redis_server, max_bytes=3 * BLOB)
+    node.cache.recount_seconds = 3600.0  # only a write can wake it within the test
+
+    async def scenario(store: BlobStore) -> tuple[int, int]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(node.cache.run_forever(stop, store.run))
+        try:
+            for i in range(5):
+                data = body(i)
+                await store.put(
+                    f"bg/{i}",
+                    chunks(data),
+                    content_length=len(data),
+                    write_id=None,
+                    content_type=None,
+                )
+            for _ in range(200):  # 10 s at most
+                if node.cache.part_bytes(node.disk) <= node.cache.low_water:
+                    break
+                await asyncio.sleep(0.05)
+            return node.cache.totals.parts, node.cache.part_bytes(node.disk)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5.0)
+
+    try:
+        parts, left = node.run(scenario)
+        assert parts > 0
+        assert left <= node.cache.low_water
+        assert node.disk_part_bytes() == left
+        for i in range(5):
+            assert node.read(f"bg/{i}") == body(i)
+    finally:
+        node.close()
