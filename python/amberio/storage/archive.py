@@ -1,406 +1,56 @@
-"""Archive tier (contract §10): stores, URLs, write-through and read fallback.
+"""Archive tier (contract §10): the configured archive, write-through and read fallback.
 
-An archive URL names one whole blob:
-
-- `redis://host:port[/db]/<key>`: one Redis string. A first path segment made only of digits
-  and followed by another segment is the database number; URLs this node writes always name
-  it (`/0/`), so keys that begin with digits stay unambiguous. The key is percent-decoded.
-- `s3://<bucket>/<key>`: an S3 object (boto3). Credentials and endpoint come from
-  `archive.s3` when the bucket is the configured one, else from boto3's default chain.
-  Reads send `If-Match` with the head's `archive_etag` when it has one.
-
+The stores and their URLs are in `archive_stores` (Redis, URL parsing) and `archive_s3` (S3).
 Reads accept any URL whatever archive is configured (an imported head may point anywhere).
 Every failure (bad URL, unknown scheme, missing key, short object, bytes that disagree with
-the part's SHA-256) is `Unavailable` naming the URL, and nothing is materialized from bad
-bytes.
+the part's SHA-256) is `ArchiveUnavailable` (503) naming the URL, and nothing is materialized
+from bad bytes.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import contextlib
-import io
 import logging
 import os
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from amberio.config import ArchiveConfig, ArchiveS3Config
+from amberio.config import ArchiveConfig
 from amberio.core import PartWriter
-from amberio.errors import Unavailable
 from amberio.storage import layout
+from amberio.storage.archive_s3 import S3Archive
+from amberio.storage.archive_stores import (
+    ArchiveLocation,
+    ArchiveStore,
+    ArchiveUnavailable,
+    RedisArchive,
+    parse_archive_url,
+)
 from amberio.storage.heads import Head, decode_head_json, encode_head_json, now_rfc3339
 from amberio.storage.metadata import NewPart, PartRow, SlotDb
 from amberio.storage.ranges import ByteRange
+
+__all__ = [
+    "ArchiveLocation",
+    "ArchiveStore",
+    "ArchiveUnavailable",
+    "Archives",
+    "RedisArchive",
+    "S3Archive",
+    "fetch_parts",
+    "parse_archive_url",
+    "rewrite_meta",
+    "update_part_index_state",
+]
 
 if TYPE_CHECKING:
     from amberio.storage.blobs import BlobStore, ReadPlan
 
 log = logging.getLogger("amberio.archive")
 
-CHUNK = 1024 * 1024
-"""Bytes per Redis GETRANGE/APPEND: memory stays bounded whatever the blob's size."""
 MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
-CONNECT_TIMEOUT = 2.0
-SOCKET_TIMEOUT = 10.0
-
-
-class ArchiveUnavailable(Unavailable):
-    """The archive could not supply or take a blob; the message names the URL."""
-
-    code = "Unavailable"
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveLocation:
-    url: str
-    scheme: str
-    host: str
-    port: int
-    db: int
-    bucket: str
-    key: str
-
-
-def parse_archive_url(url: str) -> ArchiveLocation:
-    """Parse `redis://host:port[/db]/<key>` or `s3://<bucket>/<key>` (§10.1)."""
-    try:
-        parts = urlsplit(url)
-        port_value = parts.port
-    except ValueError as exc:
-        raise ArchiveUnavailable(f"archive URL {url!r} is malformed: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme == "redis":
-        host = parts.hostname
-        segments = parts.path.lstrip("/").split("/", 1)
-        if not host or not parts.path.lstrip("/"):
-            raise ArchiveUnavailable(
-                f"archive URL {url!r} is malformed: expected redis://host:port[/db]/<key>"
-            )
-        db = 0
-        key_part = parts.path.lstrip("/")
-        if len(segments) == 2 and segments[0].isdigit() and segments[1]:
-            db = int(segments[0])
-            key_part = segments[1]
-        return ArchiveLocation(
-            url=url,
-            scheme="redis",
-            host=host,
-            port=port_value or 6379,
-            db=db,
-            bucket="",
-            key=unquote(key_part),
-        )
-    if scheme == "s3":
-        key = unquote(parts.path.lstrip("/"))
-        if not parts.netloc or not key:
-            raise ArchiveUnavailable(
-                f"archive URL {url!r} is malformed: expected s3://<bucket>/<key>"
-            )
-        return ArchiveLocation(
-            url=url, scheme="s3", host="", port=0, db=0, bucket=parts.netloc, key=key
-        )
-    raise ArchiveUnavailable(
-        f"archive URL {url!r} has an unknown scheme {parts.scheme!r} (redis:// or s3://)"
-    )
-
-
-class ArchiveStore(abc.ABC):
-    """One archive backend. Keys are backend keys, not URLs."""
-
-    @abc.abstractmethod
-    def url_for(self, key: str) -> str: ...
-
-    @abc.abstractmethod
-    def read_range(
-        self, key: str, start: int, length: int, url: str | None = None, etag: str | None = None
-    ) -> AsyncIterator[bytes]:
-        """Exactly `length` bytes from `start`, in chunks; `ArchiveUnavailable` (naming
-        `url`, by default this store's URL of `key`) when the object is missing or shorter."""
-
-    @abc.abstractmethod
-    async def write_files(self, key: str, files: list[str], size: int) -> str | None:
-        """Store the concatenation of `files` (`size` bytes in all) under `key`, reading
-        them chunk by chunk; the key appears whole or not at all. Returns the stored
-        object's ETag when the store has one."""
-
-    @abc.abstractmethod
-    async def delete(self, key: str) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-
-class RedisArchive(ArchiveStore):
-    """Blobs as Redis strings: GETRANGE reads, APPEND into a temporary key then RENAME."""
-
-    def __init__(self, client: aioredis.Redis, host: str, port: int, db: int) -> None:
-        self.client = client
-        self.host = host
-        self.port = port
-        self.db = db
-
-    @classmethod
-    def connect(cls, host: str, port: int, db: int, base_url: str | None = None) -> RedisArchive:
-        """A client for host:port/db; `base_url` (the configured archive URL, same host and
-        port) lends its credentials."""
-        options: dict[str, Any] = {
-            "socket_connect_timeout": CONNECT_TIMEOUT,
-            "socket_timeout": SOCKET_TIMEOUT,
-        }
-        if base_url is not None:
-            client = aioredis.Redis.from_url(base_url, db=db, **options)
-        else:
-            client = aioredis.Redis(host=host, port=port, db=db, **options)
-        return cls(client, host, port, db)
-
-    def url_for(self, key: str) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}/{self.db}/{quote(key, safe='/:@')}"
-
-    async def read_range(
-        self, key: str, start: int, length: int, url: str | None = None, etag: str | None = None
-    ) -> AsyncIterator[bytes]:
-        url = url or self.url_for(key)
-        try:
-            stored = int(await self.client.strlen(key))
-            if stored == 0 and not await self.client.exists(key):
-                raise ArchiveUnavailable(f"archive object {url} does not exist")
-            if stored < start + length:
-                raise ArchiveUnavailable(
-                    f"archive object {url} holds {stored} bytes; bytes up to "
-                    f"{start + length} are needed"
-                )
-            offset = start
-            end = start + length
-            while offset < end:
-                count = min(CHUNK, end - offset)
-                chunk = await self.client.getrange(key, offset, offset + count - 1)
-                if len(chunk) != count:
-                    raise ArchiveUnavailable(
-                        f"archive object {url} changed while it was read (short range)"
-                    )
-                offset += count
-                yield chunk if isinstance(chunk, bytes) else chunk.encode()
-        except RedisError as exc:
-            raise ArchiveUnavailable(f"archive {url} cannot be read: {exc}") from None
-
-    async def write_files(self, key: str, files: list[str], size: int) -> str | None:
-        url = self.url_for(key)
-        temp = f"{key}~tmp-{uuid.uuid4().hex}"
-        written = 0
-        try:
-            await self.client.set(temp, b"")
-            for name in files:
-                with open(name, "rb") as handle:  # noqa: ASYNC230 - reads of 1 MiB, in a thread
-                    while True:
-                        chunk = await asyncio.to_thread(handle.read, CHUNK)
-                        if not chunk:
-                            break
-                        await self.client.append(temp, chunk)
-                        written += len(chunk)
-            if written != size:
-                raise ArchiveUnavailable(
-                    f"archive write of {url}: {written} bytes read from the parts, {size} expected"
-                )
-            await self.client.rename(temp, key)
-            return None
-        except RedisError as exc:
-            with contextlib.suppress(RedisError):
-                await self.client.delete(temp)
-            raise ArchiveUnavailable(f"archive write of {url} failed: {exc}") from None
-        except BaseException:
-            with contextlib.suppress(RedisError):
-                await self.client.delete(temp)
-            raise
-
-    async def delete(self, key: str) -> None:
-        try:
-            await self.client.delete(key)
-        except RedisError as exc:
-            raise ArchiveUnavailable(
-                f"archive delete of {self.url_for(key)} failed: {exc}"
-            ) from None
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.client.aclose()
-
-
-class _ConcatReader(io.RawIOBase):
-    """The concatenation of part files as one readable stream (for boto3's upload)."""
-
-    def __init__(self, files: list[str]) -> None:
-        self.files = list(files)
-        self.handle: io.BufferedReader | None = None
-        self.total = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        while True:
-            if self.handle is None:
-                if not self.files:
-                    return 0
-                self.handle = open(self.files.pop(0), "rb")  # noqa: SIM115 - closed below
-            count = self.handle.readinto(view)
-            if count:
-                self.total += count
-                return count
-            self.handle.close()
-            self.handle = None
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-        super().close()
-
-
-class S3Archive(ArchiveStore):
-    """Blobs as S3 objects (boto3, run in threads): ranged GETs, with `If-Match` on the
-    archived ETag; uploads through boto3's managed transfer (multipart for large blobs,
-    memory bounded by its chunk size and concurrency)."""
-
-    def __init__(self, bucket: str, client: Any) -> None:
-        self.bucket = bucket
-        self.client = client
-
-    @classmethod
-    def connect(cls, bucket: str, config: ArchiveS3Config | None) -> S3Archive:
-        import boto3
-        from botocore.config import Config as BotoConfig
-
-        options: dict[str, Any] = {
-            "config": BotoConfig(
-                max_pool_connections=32,
-                connect_timeout=CONNECT_TIMEOUT,
-                read_timeout=30,
-                retries={"max_attempts": 3, "mode": "standard"},
-                s3={"addressing_style": "path"},
-            )
-        }
-        if config is not None:
-            options["region_name"] = config.region
-            if config.endpoint:
-                options["endpoint_url"] = config.endpoint
-                options["use_ssl"] = not config.endpoint.startswith("http://")
-            if config.credentials is not None:
-                options["aws_access_key_id"] = config.credentials.access_key_id
-                options["aws_secret_access_key"] = config.credentials.secret_access_key
-        client = boto3.session.Session().client("s3", **options)
-        return cls(bucket, client)
-
-    def url_for(self, key: str) -> str:
-        return f"s3://{self.bucket}/{quote(key, safe='/:@')}"
-
-    def _error(self, url: str, exc: Exception) -> ArchiveUnavailable:
-        response = getattr(exc, "response", None) or {}
-        code = str(response.get("Error", {}).get("Code", ""))
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
-            return ArchiveUnavailable(f"archive object {url} does not exist")
-        if code in ("PreconditionFailed", "412") or status == 412:
-            return ArchiveUnavailable(
-                f"archive object {url} was replaced by a newer write (ETag no longer matches)"
-            )
-        if code == "InvalidRange" or status == 416:
-            return ArchiveUnavailable(f"archive object {url} is shorter than the blob")
-        return ArchiveUnavailable(f"archive {url} failed: {type(exc).__name__}: {exc}")
-
-    async def read_range(
-        self, key: str, start: int, length: int, url: str | None = None, etag: str | None = None
-    ) -> AsyncIterator[bytes]:
-        url = url or self.url_for(key)
-        if length <= 0:
-            return
-        request: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": key,
-            "Range": f"bytes={start}-{start + length - 1}",
-        }
-        if etag:
-            request["IfMatch"] = etag if etag.startswith('"') else f'"{etag}"'
-        try:
-            answer = await asyncio.to_thread(lambda: self.client.get_object(**request))
-        except Exception as exc:
-            raise self._error(url, exc) from None
-        body = answer["Body"]
-        received = 0
-        try:
-            while received < length:
-                try:
-                    chunk = await asyncio.to_thread(body.read, min(CHUNK, length - received))
-                except Exception as exc:
-                    raise self._error(url, exc) from None
-                if not chunk:
-                    break
-                received += len(chunk)
-                yield chunk
-        finally:
-            body.close()
-        if received < length:
-            raise ArchiveUnavailable(
-                f"archive object {url} ended after {received} of {length} bytes from {start}"
-            )
-
-    async def write_files(self, key: str, files: list[str], size: int) -> str | None:
-        url = self.url_for(key)
-
-        def upload() -> str | None:
-            from boto3.s3.transfer import TransferConfig
-
-            reader = _ConcatReader(files)
-            try:
-                self.client.upload_fileobj(
-                    io.BufferedReader(reader, CHUNK),
-                    self.bucket,
-                    key,
-                    Config=TransferConfig(
-                        multipart_threshold=64 * 1024 * 1024,
-                        multipart_chunksize=16 * 1024 * 1024,
-                        max_concurrency=4,
-                    ),
-                )
-            finally:
-                reader.close()
-            if reader.total != size:
-                raise ArchiveUnavailable(
-                    f"archive write of {url}: {reader.total} bytes read from the parts, "
-                    f"{size} expected"
-                )
-            found = self.client.head_object(Bucket=self.bucket, Key=key)
-            etag = str(found.get("ETag") or "").strip('"')
-            return etag or None
-
-        try:
-            return await asyncio.to_thread(upload)
-        except ArchiveUnavailable:
-            raise
-        except Exception as exc:
-            raise ArchiveUnavailable(f"archive write of {url} failed: {exc}") from None
-
-    async def delete(self, key: str) -> None:
-        try:
-            await asyncio.to_thread(lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
-        except Exception as exc:
-            raise ArchiveUnavailable(
-                f"archive delete of {self.url_for(key)} failed: {exc}"
-            ) from None
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.client.close()
 
 
 class _FetchLock:
@@ -626,7 +276,12 @@ async def fetch_part(
         etag = head.document.get("archive_etag")
         start = part_no * meta.part_size
         async for chunk in store.read_range(
-            key, start, length, url, etag if isinstance(etag, str) and etag else None
+            key,
+            start,
+            length,
+            url,
+            etag if isinstance(etag, str) and etag else None,
+            size=meta.size_bytes,
         ):
             if writer.feed(chunk):
                 await blobs.run(writer.flush)

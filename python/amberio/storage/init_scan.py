@@ -206,7 +206,7 @@ async def _scan_s3(
     take: Callable[[ScanEntry], Awaitable[bool] | None],
 ) -> None:
     """Import every object under `source.prefix` of `source.bucket` (blob path = key)."""
-    from amberio.storage.archive import S3Archive
+    from amberio.storage.archive_s3 import S3Archive
 
     store = S3Archive.connect(source.bucket, archive_s3)
     token: str | None = None
