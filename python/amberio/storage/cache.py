@@ -216,7 +216,7 @@ class LocalCache:
 
     def _evict_disk(self, disk: str, scan: _DiskScan, stats: EvictionStats) -> int:
         total = scan.part_bytes
-        before = stats.bytes
+        before, parts_before, blobs_before = stats.bytes, stats.parts, stats.blobs
         for candidate in sorted(scan.candidates, key=lambda c: c.last_read):
             if total <= self.low_water:
                 break
@@ -249,12 +249,16 @@ class LocalCache:
             )
         if stats.bytes > before:
             log.info(
-                "cache: evicted %d bytes of archived parts on disk %s; %d part bytes left "
-                "(cache.max_bytes %d)",
+                "cache: evicted %d parts (%d bytes) of %d blobs on disk %s; %d part bytes left "
+                "(cache.max_bytes %d); since start %d parts (%d bytes)",
+                stats.parts - parts_before,
                 stats.bytes - before,
+                stats.blobs - blobs_before,
                 disk,
                 total,
                 self.max_bytes,
+                self.totals.parts + stats.parts,
+                self.totals.bytes + stats.bytes,
             )
         return total
 
@@ -324,20 +328,9 @@ class LocalCache:
         while not stop.is_set():
             self._wake.clear()
             try:
-                stats = await run(self.run_pass)
+                await run(self.run_pass)
             except Exception as exc:
                 log.error("cache: eviction pass failed: %s", exc)
-                stats = None
-            if isinstance(stats, EvictionStats) and stats.parts:
-                log.info(
-                    "cache: pass evicted %d parts (%d bytes) of %d blobs; since start %d "
-                    "parts (%d bytes)",
-                    stats.parts,
-                    stats.bytes,
-                    stats.blobs,
-                    self.totals.parts,
-                    self.totals.bytes,
-                )
             waiters = {asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())}
             _done, pending = await asyncio.wait(
                 waiters, timeout=self.recount_seconds, return_when=asyncio.FIRST_COMPLETED
