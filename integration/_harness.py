@@ -1336,3 +1336,134 @@ def wait_writable(cluster: Cluster, timeout: float = 15.0) -> None:
             expect_status(resp, (200, 201), f"probe PUT through {node.node_id}")
 
         eventually(probe, timeout, interval=0.2)
+
+
+# --------------------------------------------------------------------------- S3 archive target
+
+S3_ENV = (
+    "AMBERIO_S3_ENDPOINT",
+    "AMBERIO_S3_BUCKET",
+    "AMBERIO_S3_ACCESS_KEY_ID",
+    "AMBERIO_S3_SECRET_ACCESS_KEY",
+)
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """The S3 endpoint of the S3 archive cases (012, 025, 026): a pre-created bucket on an
+    S3-compatible server (`make test` starts SeaweedFS for them), from `AMBERIO_S3_*`."""
+
+    endpoint: str
+    bucket: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+
+    def client(self) -> Any:
+        """A boto3 client at today's default settings (checksums and all)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def archive_config(
+        self,
+        prefix: str,
+        *,
+        endpoint: str | None = None,
+        secret_access_key: str | None = None,
+        layout: str | None = None,
+    ) -> dict[str, Any]:
+        """The `archive:` section of §2 for this bucket (objects under `prefix`)."""
+        config: dict[str, Any] = {
+            "archive_type": "s3",
+            "s3": {
+                "bucket": self.bucket,
+                "region": self.region,
+                "endpoint": endpoint or self.endpoint,
+                "allow_http": True,
+                "prefix": prefix,
+                "credentials": {
+                    "access_key_id": self.access_key_id,
+                    "secret_access_key": secret_access_key or self.secret_access_key,
+                },
+            },
+        }
+        if layout is not None:
+            config["layout"] = layout
+        return config
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under `prefix/` (a case's clean-up)."""
+        client = self.client()
+        token: str | None = None
+        while True:
+            request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": f"{prefix}/"}
+            if token:
+                request["ContinuationToken"] = token
+            page = client.list_objects_v2(**request)
+            for item in page.get("Contents") or []:
+                client.delete_object(Bucket=self.bucket, Key=item["Key"])
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+
+def s3_target() -> S3Target:
+    """The S3 archive target from the environment; SetupError naming what is missing."""
+    missing = [name for name in S3_ENV if not os.environ.get(name)]
+    if missing:
+        raise SetupError(
+            f"this S3 archive case needs {', '.join(missing)} (an S3-compatible endpoint with a "
+            "pre-created bucket and its keys; AMBERIO_S3_REGION optional). `make test` starts "
+            "SeaweedFS and sets them; by hand: `.venv/bin/weed mini -s3.config=...` and export "
+            "the AMBERIO_S3_* variables"
+        )
+    target = S3Target(
+        endpoint=os.environ["AMBERIO_S3_ENDPOINT"],
+        bucket=os.environ["AMBERIO_S3_BUCKET"],
+        region=os.environ.get("AMBERIO_S3_REGION") or "us-east-1",
+        access_key_id=os.environ["AMBERIO_S3_ACCESS_KEY_ID"],
+        secret_access_key=os.environ["AMBERIO_S3_SECRET_ACCESS_KEY"],
+    )
+    try:
+        target.client().head_bucket(Bucket=target.bucket)
+    except Exception as exc:
+        raise SetupError(
+            f"the S3 archive target {target.endpoint} bucket {target.bucket!r} does not answer "
+            f"HeadBucket ({type(exc).__name__}: {exc})"
+        ) from None
+    return target
+
+
+def part_names(directory: Path) -> dict[int, str]:
+    """{part_no: file name} of the `part.<no:08>.<sha256>` files in a `g.<gen>` directory."""
+    found: dict[int, str] = {}
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            match = PART_FILE_RE.match(entry.name)
+            if match:
+                found[int(match.group(1))] = entry.name
+    return found
+
+
+def process_rss(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in bytes of the process group led by `pid` (sums over its members),
+    from /proc; (0, 0) when it is gone."""
+    rss = hwm = 0
+    for member, _ in group_members(pid) or [(pid, "")]:
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss += int(line.split()[1]) * 1024
+            elif line.startswith("VmHWM:"):
+                hwm += int(line.split()[1]) * 1024
+    return rss, hwm

@@ -6,8 +6,11 @@ Usage: uv run --project integration integration/run_all.py [--build-if-missing] 
 
 The common flags of contract §13 (--binary, --redis-url, --nodes, --base-port,
 --min-write-replicas, --total-slots, --api-prefix, --internal-prefix, --keep-artifacts,
---build-if-missing) and any case-specific flag are passed through to every case. Case 012 (S3
-write-through against a real S3 endpoint) runs only with --include-s3 or AMBERIO_ENABLE_S3_IT=1.
+--build-if-missing) and any case-specific flag are passed through to every case. The S3 archive
+cases (012 write-through, 025 archive down during PUT, 026 large blob and init scan from S3), which
+need a real S3 endpoint (AMBERIO_S3_ENDPOINT, AMBERIO_S3_BUCKET, AMBERIO_S3_REGION,
+AMBERIO_S3_ACCESS_KEY_ID, AMBERIO_S3_SECRET_ACCESS_KEY; `make test` starts SeaweedFS), run only
+with --include-s3 or AMBERIO_ENABLE_S3_IT=1; otherwise they are listed as SKIP (not run).
 Prints one line per case and a final `N passed, M failed[, K skipped]`; exit 1 on any failure.
 """
 
@@ -35,7 +38,7 @@ from _harness import (
 
 HERE = Path(__file__).resolve().parent
 CASE_RE = re.compile(r"^(\d{3})_[A-Za-z0-9_]+\.py$")
-S3_CASES = {"012"}
+S3_CASES = {"012", "025", "026"}
 TAIL_LINES = 150
 
 
@@ -58,7 +61,7 @@ def own_parser(add_help: bool) -> argparse.ArgumentParser:
         "--include-s3",
         action="store_true",
         default=truthy(os.environ.get("AMBERIO_ENABLE_S3_IT")),
-        help="also run case 012 (env AMBERIO_ENABLE_S3_IT=1 does the same)",
+        help="also run the S3 archive cases 012, 025, 026 (or env AMBERIO_ENABLE_S3_IT=1)",
     )
     parser.add_argument(
         "--case-timeout", type=float, default=900.0, help="seconds per case (%(default)s)"
@@ -128,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         name = case.stem
         if number.group(1) in S3_CASES and not own.include_s3:
             skipped += 1
-            print(f"SKIP  {name}  (needs --include-s3 or AMBERIO_ENABLE_S3_IT=1)", flush=True)
+            print(
+                f"SKIP  {name}  (NOT RUN: an S3 archive case; needs --include-s3 or "
+                "AMBERIO_ENABLE_S3_IT=1 and the AMBERIO_S3_* endpoint)",
+                flush=True,
+            )
             continue
         t0 = time.monotonic()
         if own.verbose:
