@@ -205,6 +205,12 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.init_scan.redis.page_size == 500
     assert config.init_scan.redis.list_key == "amberio:init-scan:list"
     assert config.s3 is None and config.cache is None and config.cluster_secret is None
+    # The optional `peers` section (an extension of §2): today's constants.
+    assert config.peers.connect_timeout_seconds == 2.0
+    assert config.peers.request_timeout_seconds == 5.0
+    assert config.peers.retries == 1
+    assert config.peers.slow_peer_grace_seconds == 0.5
+    assert config.peers.part_timeout_seconds == 120.0
 
 
 def test_replicas_default_min_3_n(tmp_path: Path) -> None:
@@ -219,6 +225,36 @@ def test_replicas_default_min_3_n(tmp_path: Path) -> None:
         )
         rep = load_data(tmp_path, data).parse_initial_cluster().replication
         assert rep.effective_replicas(count) == expected
+
+
+def test_peers_section(tmp_path: Path) -> None:
+    peers = {
+        "connect_timeout_seconds": 0.5,
+        "request_timeout_seconds": 1.5,
+        "retries": 0,
+        "slow_peer_grace_seconds": 0,
+        "part_timeout_seconds": 30,
+    }
+    config = load_data(tmp_path, with_changes(peers=peers))
+    assert config.peers.connect_timeout_seconds == 0.5
+    assert config.peers.request_timeout_seconds == 1.5
+    assert config.peers.retries == 0
+    assert config.peers.slow_peer_grace_seconds == 0.0
+    assert config.peers.part_timeout_seconds == 30.0
+    partial = load_data(tmp_path, with_changes(peers={"request_timeout_seconds": 3}))
+    assert partial.peers.request_timeout_seconds == 3.0
+    assert partial.peers.connect_timeout_seconds == 2.0
+    message = error_of(tmp_path, with_changes(peers={"read_timeout": 3}))
+    assert message == "peers.read_timeout: unknown key"
+    message = error_of(tmp_path, with_changes(peers={"request_timeout_seconds": "fast"}))
+    assert message.startswith("peers.request_timeout_seconds: expected float, got str")
+    message = error_of(tmp_path, with_changes(peers={"request_timeout_seconds": 0}))
+    assert message.startswith("peers.request_timeout_seconds: expected float > 0")
+    message = error_of(tmp_path, with_changes(peers={"retries": -1}))
+    assert message.startswith("peers.retries: expected int >= 0")
+    assert error_of(tmp_path, with_changes(peers=[1])).startswith(
+        "peers: expected mapping, got list"
+    )
 
 
 # --- errors naming the key path ----------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from amberio.config_errors import error, type_name, validation_error, yaml_reason
 from amberio.errors import ConfigError
 
 RegistryBackend = Literal["redis", "local"]
@@ -176,6 +177,22 @@ class AntiEntropyConfig(_Section):
     start_delay_seconds: NonNegativeFloat | None = None
 
 
+class PeersConfig(_Section):
+    """Node-to-node calls (internal API, §8). Beyond §2: an optional section; the defaults
+    are the values Amberio always used."""
+
+    connect_timeout_seconds: PositiveFloat = 2.0
+    request_timeout_seconds: PositiveFloat = 5.0
+    """A head, write-id, listing or heal call; a hung peer costs at most this."""
+    retries: NonNegativeInt = 1
+    """Further tries of an idempotent read that failed (not after a timeout)."""
+    slow_peer_grace_seconds: NonNegativeFloat = 0.5
+    """A quorum step goes on this long after enough replicas answered, then without the rest."""
+    part_timeout_seconds: PositiveFloat = 120.0
+    """Copying one part to or from a peer, whole (waiting for its acknowledgement: at most
+    60 s, or this when shorter)."""
+
+
 class InitScanRedisConfig(_Section):
     url: NonEmptyStr
     list_key: NonEmptyStr = "amberio:init-scan:list"
@@ -209,6 +226,7 @@ class Config(_Section, dict=True):
     cache: CacheConfig | None = None
     anti_entropy: AntiEntropyConfig = msgspec.field(default_factory=AntiEntropyConfig)
     init_scan: InitScanConfig | None = None
+    peers: PeersConfig = msgspec.field(default_factory=PeersConfig)
 
     def __repr__(self) -> str:
         secret = None if self.cluster_secret is None else "***"
@@ -232,7 +250,7 @@ class Config(_Section, dict=True):
     def parse_initial_cluster(self) -> InitialCluster:
         """Validate `initial_cluster` strictly; ConfigError with the key path otherwise."""
         if self.initial_cluster is None:
-            raise _error(
+            raise error(
                 self.source,
                 "initial_cluster",
                 "missing; it is required to initialize a new cluster (no bootstrap state "
@@ -241,7 +259,7 @@ class Config(_Section, dict=True):
         try:
             parsed = msgspec.convert(self.initial_cluster, InitialCluster)
         except msgspec.ValidationError as exc:
-            raise _validation_error(
+            raise validation_error(
                 self.source, exc, self.initial_cluster, "initial_cluster"
             ) from None
         _validate_initial_cluster(self.source, parsed)
@@ -279,7 +297,7 @@ class Config(_Section, dict=True):
         raw = self.initial_cluster
         nodes = raw.get("nodes") if isinstance(raw, Mapping) else None
         if not isinstance(nodes, list):
-            raise _error(
+            raise error(
                 self.source,
                 where,
                 "required with registry.backend local: the local registry file lives on "
@@ -291,14 +309,14 @@ class Config(_Section, dict=True):
                 first = disks[0] if isinstance(disks, list) and disks else None
                 path = first.get("path") if isinstance(first, Mapping) else None
                 if not isinstance(path, str) or not path:
-                    raise _error(
+                    raise error(
                         self.source,
                         f"{where}[{index}].disks[0].path",
                         "required with registry.backend local (the registry file lives there)",
                     )
                 return path
         known = [e.get("node_id") for e in nodes if isinstance(e, Mapping)]
-        raise _error(
+        raise error(
             self.source, where, f"unknown node id {node_id!r}; initial_cluster has {known!r}"
         )
 
@@ -385,7 +403,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {_yaml_reason(exc)}") from None
+        raise ConfigError(f"{source}: invalid YAML: {yaml_reason(exc)}") from None
     return config_from_data(data, source=source)
 
 
@@ -395,12 +413,12 @@ def config_from_data(data: object, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: the config file is empty")
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"{source}: expected a mapping of keys at the top level, got {_type_name(data)}"
+            f"{source}: expected a mapping of keys at the top level, got {type_name(data)}"
         )
     try:
         config = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
-        raise _validation_error(source, exc, data, "") from None
+        raise validation_error(source, exc, data, "") from None
     config.__dict__["_source"] = source
     _validate_config(config)
     return config
@@ -444,7 +462,7 @@ def _validate_config(config: Config) -> None:
     src = config.source
     reg = config.registry
     if not _NAMESPACE_RE.match(reg.namespace):
-        raise _error(
+        raise error(
             src,
             "registry.namespace",
             f"invalid namespace {reg.namespace!r} (letters, digits, '.', '_', '-'; "
@@ -452,41 +470,41 @@ def _validate_config(config: Config) -> None:
         )
     if reg.backend == "redis":
         if reg.redis is None:
-            raise _error(src, "registry.redis", "required when registry.backend is redis")
+            raise error(src, "registry.redis", "required when registry.backend is redis")
         _check_redis_url(src, "registry.redis.url", reg.redis.url)
     if config.current_node is not None and not _NODE_ID_RE.match(config.current_node):
-        raise _error(src, "current_node", f"invalid node id {config.current_node!r}")
+        raise error(src, "current_node", f"invalid node id {config.current_node!r}")
     if config.cluster_secret is not None and not config.cluster_secret:
-        raise _error(src, "cluster_secret", "must not be empty (omit the key for no secret)")
+        raise error(src, "cluster_secret", "must not be empty (omit the key for no secret)")
 
     archive = config.archive
     if archive is not None:
         if archive.archive_type == "s3":
             if archive.s3 is None:
-                raise _error(src, "archive.s3", "required when archive.archive_type is s3")
+                raise error(src, "archive.s3", "required when archive.archive_type is s3")
             endpoint = archive.s3.endpoint
             if endpoint is not None:
                 scheme = urlsplit(endpoint).scheme
                 if scheme not in ("http", "https") or not urlsplit(endpoint).netloc:
-                    raise _error(
+                    raise error(
                         src, "archive.s3.endpoint", f"expected an http(s) URL, got {endpoint!r}"
                     )
                 if scheme == "http" and not archive.s3.allow_http:
-                    raise _error(
+                    raise error(
                         src,
                         "archive.s3.allow_http",
                         "must be true to use the plain-http endpoint archive.s3.endpoint",
                     )
         else:
             if archive.redis is None:
-                raise _error(src, "archive.redis", "required when archive.archive_type is redis")
+                raise error(src, "archive.redis", "required when archive.archive_type is redis")
             _check_redis_url(src, "archive.redis.url", archive.redis.url)
 
     if config.s3 is not None:
         seen: set[str] = set()
         for i, cred in enumerate(config.s3.credentials):
             if cred.access_key_id in seen:
-                raise _error(
+                raise error(
                     src,
                     f"s3.credentials[{i}].access_key_id",
                     f"duplicate access key id {cred.access_key_id!r}",
@@ -498,7 +516,7 @@ def _validate_config(config: Config) -> None:
         if scan.redis is not None:
             _check_redis_url(src, "init_scan.redis.url", scan.redis.url)
         if scan.enabled and scan.redis is None and scan.s3 is None:
-            raise _error(
+            raise error(
                 src, "init_scan", "enabled, but neither init_scan.redis nor init_scan.s3 is set"
             )
 
@@ -506,20 +524,20 @@ def _validate_config(config: Config) -> None:
 def _validate_initial_cluster(src: str, cluster: InitialCluster) -> None:
     nodes = cluster.nodes
     if not nodes:
-        raise _error(src, "initial_cluster.nodes", "must list at least one node")
+        raise error(src, "initial_cluster.nodes", "must list at least one node")
     ids: dict[str, int] = {}
     advertised: dict[str, int] = {}
     for i, node in enumerate(nodes):
         where = f"initial_cluster.nodes[{i}]"
         if not _NODE_ID_RE.match(node.node_id):
-            raise _error(
+            raise error(
                 src,
                 f"{where}.node_id",
                 f"invalid node id {node.node_id!r} (letters, digits, '.', '_', '-'; "
                 "at most 64 characters)",
             )
         if node.node_id in ids:
-            raise _error(
+            raise error(
                 src,
                 f"{where}.node_id",
                 f"duplicate node id {node.node_id!r} (also initial_cluster.nodes"
@@ -529,10 +547,10 @@ def _validate_initial_cluster(src: str, cluster: InitialCluster) -> None:
         try:
             bind_host, _ = parse_host_port(node.bind_addr)
         except ValueError as exc:
-            raise _error(src, f"{where}.bind_addr", str(exc)) from None
+            raise error(src, f"{where}.bind_addr", str(exc)) from None
         if node.advertise_addr is None:
             if is_wildcard_host(bind_host):
-                raise _error(
+                raise error(
                     src,
                     f"{where}.advertise_addr",
                     f"required when bind_addr is a wildcard address ({node.bind_addr!r})",
@@ -541,16 +559,16 @@ def _validate_initial_cluster(src: str, cluster: InitialCluster) -> None:
             try:
                 adv_host, _ = parse_host_port(node.advertise_addr)
             except ValueError as exc:
-                raise _error(src, f"{where}.advertise_addr", str(exc)) from None
+                raise error(src, f"{where}.advertise_addr", str(exc)) from None
             if is_wildcard_host(adv_host):
-                raise _error(
+                raise error(
                     src,
                     f"{where}.advertise_addr",
                     f"must be an address peers can reach, not {node.advertise_addr!r}",
                 )
         advertise = node.effective_advertise_addr
         if advertise in advertised:
-            raise _error(
+            raise error(
                 src,
                 f"{where}.advertise_addr",
                 f"duplicate address {advertise!r} (also initial_cluster.nodes"
@@ -558,12 +576,12 @@ def _validate_initial_cluster(src: str, cluster: InitialCluster) -> None:
             )
         advertised[advertise] = i
         if not node.disks:
-            raise _error(src, f"{where}.disks", "must list at least one disk")
+            raise error(src, f"{where}.disks", "must list at least one disk")
         seen_disks: dict[str, int] = {}
         for j, disk in enumerate(node.disks):
             normalized = os.path.normpath(os.path.expanduser(disk.path))
             if normalized in seen_disks:
-                raise _error(
+                raise error(
                     src,
                     f"{where}.disks[{j}].path",
                     f"duplicate disk {disk.path!r} (also disks[{seen_disks[normalized]}])",
@@ -573,7 +591,7 @@ def _validate_initial_cluster(src: str, cluster: InitialCluster) -> None:
     rep = cluster.replication
     replicas = rep.effective_replicas(len(nodes))
     if rep.min_write_replicas > replicas:
-        raise _error(
+        raise error(
             src,
             "initial_cluster.replication.min_write_replicas",
             f"{rep.min_write_replicas} exceeds the replica count {replicas} "
@@ -585,104 +603,10 @@ def _validate_initial_cluster(src: str, cluster: InitialCluster) -> None:
 def _check_redis_url(src: str, where: str, url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise _error(src, where, "expected a redis://, rediss:// or unix:// URL")
+        raise error(src, where, "expected a redis://, rediss:// or unix:// URL")
     if parts.scheme != "unix" and not parts.hostname:
-        raise _error(src, where, "the URL has no host")
+        raise error(src, where, "the URL has no host")
     try:
         _ = parts.port
     except ValueError:
-        raise _error(src, where, "the URL has an invalid port") from None
-
-
-# --- error messages ------------------------------------------------------------------------
-
-_ENUM_CHOICES: Final[dict[str, tuple[str, ...]]] = {
-    "backend": ("redis", "local"),
-    "archive_type": ("s3", "redis"),
-    "layout": ("mirror", "versioned"),
-    "read_consistency": ("quorum", "local"),
-}
-_SECRET_HINTS: Final = ("secret", "password", "url", "access_key")
-_AT_RE: Final = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
-_KEY_RE: Final = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
-
-
-def _error(source: str, where: str, problem: str) -> ConfigError:
-    return ConfigError(f"{source}: {where}: {problem}" if where else f"{source}: {problem}")
-
-
-def _validation_error(
-    source: str, exc: msgspec.ValidationError, data: object, prefix: str
-) -> ConfigError:
-    text = str(exc)
-    if key_error := re.match(r"^(?P<msg>.*) - at `key` in `(?P<path>[^`]*)`$", text, re.S):
-        rel = key_error["path"][1:]
-        where = f"{prefix}.{rel.lstrip('.')}".strip(".") if prefix else rel.lstrip(".")
-        return _error(source, where, "mapping keys must be strings")
-    match = _AT_RE.match(text)
-    message = match["msg"] if match else text
-    raw_path = (match["path"] if match else None) or "$"
-    rel = raw_path[1:] if raw_path.startswith("$") else raw_path
-    keys: list[str | int] = [
-        m.group(1) if m.group(1) is not None else int(m.group(2)) for m in _KEY_RE.finditer(rel)
-    ]
-    problem: str
-    if found := re.match(r"Object contains unknown field `(.*)`", message):
-        problem = "unknown top-level key" if not rel and not prefix else "unknown key"
-        rel += f".{found[1]}"
-    elif found := re.match(r"Object missing required field `(.*)`", message):
-        rel += f".{found[1]}"
-        problem = "missing required key"
-    elif found := re.match(r"Invalid enum value (.*)", message):
-        last = next((k for k in reversed(keys) if isinstance(k, str)), "")
-        choices = _ENUM_CHOICES.get(last)
-        problem = f"unknown value {found[1]}"
-        if choices:
-            problem += f" (expected one of: {', '.join(choices)})"
-    else:
-        problem = message[:1].lower() + message[1:]
-        problem = problem.replace("`", "").replace("object", "mapping")
-        problem = problem.replace("array", "list").replace(" | null", "")
-        value = _lookup(data, keys)
-        last = next((k for k in reversed(keys) if isinstance(k, str)), "")
-        secret = any(h in last for h in _SECRET_HINTS)
-        if not secret and (isinstance(value, str | int | float | bool) or value is None):
-            shown = repr(value)
-            problem += f" ({shown[:60] + '...' if len(shown) > 60 else shown})"
-    path = rel.lstrip(".")
-    if prefix:
-        path = f"{prefix}{'' if path.startswith('[') or not path else '.'}{path}"
-    return _error(source, path, problem)
-
-
-_MISSING: Final = object()
-
-
-def _lookup(data: object, keys: Sequence[str | int]) -> object:
-    current = data
-    for key in keys:
-        if isinstance(key, int) and isinstance(current, list) and 0 <= key < len(current):
-            current = current[key]
-            continue
-        if isinstance(key, str) and isinstance(current, Mapping) and key in current:
-            current = current[key]
-            continue
-        return _MISSING
-    return current
-
-
-def _type_name(value: object) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    return type(value).__name__
-
-
-def _yaml_reason(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "syntax error"
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        return " ".join(f"{where}{problem}".split())
-    return " ".join(str(exc).split())
+        raise error(src, where, "the URL has an invalid port") from None

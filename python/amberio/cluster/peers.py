@@ -2,7 +2,8 @@
 
 aiohttp is the async client here because it streams request and response bodies, keeps a
 connection pool per host with keep-alive, and is the fastest mature asyncio HTTP client
-(its parser is in C). Every call has a timeout; idempotent reads are retried once.
+(its parser is in C). Every call has a timeout; idempotent reads are retried. Timeouts and
+retries come from the config's optional `peers` section (`PeersConfig`; defaults below).
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from yarl import URL
 
 from amberio.cluster import signing
 from amberio.cluster.state import BootstrapState
+from amberio.config import PeersConfig
 from amberio.storage.heads import Head
 from amberio.storage.index import IndexEntry
 
 log = logging.getLogger("amberio.cluster.peers")
 
 INTERNAL = "/internal/v1"
-CONNECT_TIMEOUT = 2.0
-REQUEST_TIMEOUT = 5.0
-PART_TIMEOUT = 120.0
+DEFAULTS = PeersConfig()
 PART_ACK_TIMEOUT = 60.0
+"""Longest wait for a peer to verify and fsync a part we sent (under load that takes a
+while; a hung peer is left behind by the quorum step once W replicas have the part)."""
 POOL_PER_PEER = 64
 
 
@@ -71,8 +73,11 @@ def _query(params: Mapping[str, object]) -> str:
 class Peers:
     """Clients for every other node of the cluster."""
 
-    def __init__(self, state: BootstrapState, node_id: str) -> None:
+    def __init__(
+        self, state: BootstrapState, node_id: str, settings: PeersConfig | None = None
+    ) -> None:
         self.node_id = node_id
+        self.settings = settings or DEFAULTS
         self.secret = state.cluster_secret
         self.addresses = {n.node_id: n.advertise_addr for n in state.nodes}
         self._sessions: dict[str, aiohttp.ClientSession] = {}
@@ -85,12 +90,21 @@ class Peers:
             )
             session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.settings.connect_timeout_seconds
+                ),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
             self._sessions[node_id] = session
         return session
+
+    def _part_timeout(self, sock_read: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=self.settings.part_timeout_seconds,
+            connect=self.settings.connect_timeout_seconds,
+            sock_read=sock_read,
+        )
 
     async def close(self) -> None:
         sessions = list(self._sessions.values())
@@ -119,12 +133,15 @@ class Peers:
         params: Mapping[str, object],
         *,
         body: bytes | None = None,
-        deadline_seconds: float = REQUEST_TIMEOUT,
+        deadline_seconds: float | None = None,
         retries: int = 0,
     ) -> tuple[int, bytes]:
         """One request with a small body; returns (status, body). 5xx and network errors
-        raise PeerError (after `retries` more tries)."""
+        raise PeerError (after `retries` more tries). The deadline defaults to the
+        configured request timeout."""
         attempt = 0
+        deadline = deadline_seconds or self.settings.request_timeout_seconds
+        connect = self.settings.connect_timeout_seconds
         while True:
             url, headers = self._url_and_headers(node_id, method, path, params)
             try:
@@ -133,7 +150,7 @@ class Peers:
                     url,
                     data=body,
                     headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=deadline_seconds, connect=CONNECT_TIMEOUT),
+                    timeout=aiohttp.ClientTimeout(total=deadline, connect=connect),
                 ) as resp:
                     data = await resp.read()
                     if resp.status >= 500:
@@ -156,7 +173,11 @@ class Peers:
 
     async def get_head(self, node_id: str, slot_id: int, path: str) -> Head | None:
         status, data = await self.call(
-            node_id, "GET", f"{INTERNAL}/slots/{slot_id}/heads", {"path": path}, retries=1
+            node_id,
+            "GET",
+            f"{INTERNAL}/slots/{slot_id}/heads",
+            {"path": path},
+            retries=self.settings.retries,
         )
         if status != 200:
             raise PeerError(node_id, f"GET heads: HTTP {status} {data[:200]!r}", status)
@@ -202,7 +223,7 @@ class Peers:
                 "generation": head.generation,
                 "head_sha256": head.head_sha256,
             },
-            retries=1,
+            retries=self.settings.retries,
         )
         if status != 200:
             raise PeerError(node_id, f"abort head: HTTP {status} {data[:200]!r}", status)
@@ -216,7 +237,7 @@ class Peers:
             "GET",
             f"{INTERNAL}/slots/{slot_id}/writes",
             {"path": path, "write_id": write_id},
-            retries=1,
+            retries=self.settings.retries,
         )
         if status == 404:
             return None
@@ -232,7 +253,9 @@ class Peers:
         params: dict[str, object] = {"prefix": prefix, "limit": limit}
         if after is not None:
             params["after"] = after
-        status, data = await self.call(node_id, "GET", f"{INTERNAL}/index", params, retries=1)
+        status, data = await self.call(
+            node_id, "GET", f"{INTERNAL}/index", params, retries=self.settings.retries
+        )
         if status != 200:
             raise PeerError(node_id, f"GET index: HTTP {status}", status)
         return _index_answer.decode(data)
@@ -247,7 +270,7 @@ class Peers:
             "GET",
             f"{INTERNAL}/slots/{slot_id}/parts",
             {"path": path, "generation": generation},
-            retries=1,
+            retries=self.settings.retries,
         )
         if status != 200:
             raise PeerError(node_id, f"GET parts: HTTP {status}", status)
@@ -278,8 +301,8 @@ class Peers:
                     # The answer comes after the peer verified and fsynced the part, which
                     # takes a while on a busy disk; a hung peer is left behind by the
                     # quorum step once W replicas have the part anyway.
-                    timeout=aiohttp.ClientTimeout(
-                        total=PART_TIMEOUT, connect=CONNECT_TIMEOUT, sock_read=PART_ACK_TIMEOUT
+                    timeout=self._part_timeout(
+                        min(PART_ACK_TIMEOUT, self.settings.part_timeout_seconds)
                     ),
                 ) as resp:
                     data = await resp.read()
@@ -309,9 +332,7 @@ class Peers:
             async with self._session(node_id).get(
                 url,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(
-                    total=PART_TIMEOUT, connect=CONNECT_TIMEOUT, sock_read=REQUEST_TIMEOUT
-                ),
+                timeout=self._part_timeout(self.settings.request_timeout_seconds),
             ) as resp:
                 if resp.status != 200:
                     data = await resp.read()

@@ -136,7 +136,7 @@ async def _serve_node(runtime: Runtime) -> int:
     raise_fd_limit()
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="amberio-io")
-    peers = Peers(runtime.state, runtime.node_id)
+    peers = Peers(runtime.state, runtime.node_id, runtime.config.peers)
     node = open_node(runtime, executor, peers)
     s3.announce(node)  # logs whether S3 requests must be signed (contract §11)
     server = Server(
