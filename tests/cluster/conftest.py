@@ -22,11 +22,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.cli_helpers import amberio_cmd, assert_user_error
+from tests.cluster.fakes import FakeCluster
 
 __all__ = ["amberio_cmd", "assert_user_error"]  # re-exported for the cluster tests
 
@@ -155,3 +157,12 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
+    """Three in-process nodes (tests/cluster/fakes.py)."""
+    with ThreadPoolExecutor(8) as executor:
+        found = FakeCluster(tmp_path, executor)
+        yield found
+        found.close()

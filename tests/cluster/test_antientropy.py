@@ -12,240 +12,31 @@ import hashlib
 import http.client
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import msgspec
 import pytest
 
 from amberio.cluster import heal
-from amberio.cluster.antientropy import AntiEntropy, AntiEntropySettings
-from amberio.cluster.heal import Healer, RateLimiter, Slotlet, differing, slotlets
-from amberio.cluster.peers import INTERNAL, PartListing, PeerError, Peers
-from amberio.cluster.placement import Placement
+from amberio.cluster.antientropy import AntiEntropySettings
+from amberio.cluster.heal import RateLimiter, Slotlet, differing, slotlets
 from amberio.cluster.replication import Coordinator
-from amberio.storage.blobs import BlobStore
 from amberio.storage.heads import Head
-from amberio.storage.index import NodeIndex
-from amberio.storage.slots import SlotStore
-
-PART = 64 * 1024
-TOTAL_SLOTS = 8
-IDS = ["node-1", "node-2", "node-3"]
-
-
-def body(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-async def chunks(data: bytes) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), 40_000):
-        yield data[i : i + 40_000]
-
-
-# ---- an in-process cluster ------------------------------------------------------------
-
-
-class FakeNode:
-    def __init__(self, cluster: FakeCluster, node_id: str, root: Path) -> None:
-        self.node_id = node_id
-        self.cluster = cluster
-        self.disk = str(root / node_id)
-        self.slots = SlotStore([self.disk])
-        self.slots.prepare()
-        self.index = NodeIndex(os.path.join(self.disk, "amberio", "index.sqlite3"))
-        placement = cluster.placement
-        self.blobs = BlobStore(
-            node_id=node_id,
-            slots=self.slots,
-            index=self.index,
-            part_size=PART,
-            executor=cluster.executor,
-            slot_of=placement.slot_of,
-            holds=lambda s: placement.holds(node_id, s),
-        )
-        self.peers = FakePeers(cluster, node_id)
-        self.healer = Healer(
-            node_id=node_id, placement=placement, blobs=self.blobs, peers=self.peers.typed()
-        )
-        self.up = True
-
-    def close(self) -> None:
-        self.index.close()
-        self.slots.close()
-
-    async def put(self, path: str, data: bytes) -> int:
-        result = await self.blobs.put(
-            path, chunks(data), content_length=len(data), write_id=None, content_type=None
-        )
-        return result.generation
-
-    async def read(self, path: str) -> bytes:
-        plan = self.blobs.plan_read(path, None)
-        out = bytearray()
-        async for piece in await self.blobs.open_stream(plan):
-            out += piece
-        return bytes(out)
-
-    def head(self, path: str) -> Head | None:
-        return self.blobs.head_of(path)[1]
-
-    def anti_entropy(self, **settings: Any) -> AntiEntropy:
-        options: dict[str, Any] = {"start_delay_seconds": 0.0, "ops_per_second": 0.0}
-        options.update(settings)
-        return AntiEntropy(
-            node_id=self.node_id,
-            placement=self.cluster.placement,
-            blobs=self.blobs,
-            peers=self.peers.typed(),
-            settings=AntiEntropySettings(**options),
-        )
-
-    def part_file(self, path: str, part_no: int) -> str:
-        head = self.head(path)
-        assert head is not None
-        slot = self.cluster.placement.slot_of(path)
-        rows = self.blobs.part_rows(slot, path, head.generation)
-        return next(r.path for r in rows if r.part_no == part_no)
-
-
-class FakePeers:
-    """The calls Healer and Coordinator make, answered by the other in-process nodes."""
-
-    def __init__(self, cluster: FakeCluster, node_id: str) -> None:
-        self.cluster = cluster
-        self.node_id = node_id
-        self.requests = 0
-
-    def typed(self) -> Peers:
-        return cast(Peers, self)
-
-    def _node(self, node_id: str) -> FakeNode:
-        self.requests += 1
-        node = self.cluster.nodes[node_id]
-        if not node.up:
-            raise PeerError(node_id, "GET x: ClientConnectorError connection refused")
-        return node
-
-    async def call(
-        self,
-        node_id: str,
-        method: str,
-        path: str,
-        params: dict[str, object],
-        *,
-        body: bytes | None = None,
-        retries: int = 0,
-        deadline_seconds: float = 10.0,
-    ) -> tuple[int, bytes]:
-        node = self._node(node_id)
-        doc: Any = json.loads(body) if body else None
-        parts = path[len(INTERNAL) :].strip("/").split("/")
-        answer: Any
-        if parts == ["heal", "slots"]:
-            found = await node.healer.local_slot_digests(doc["slots"])
-            answer = {"node_id": node_id, "slots": msgspec.to_builtins(found)}
-        elif parts[2:] == ["heal", "slotlets"]:
-            slot, prefix_len = int(parts[1]), int(str(params["prefix_len"]))
-            lets = await node.healer.local_slotlets(slot, prefix_len)
-            answer = {
-                "slot_id": slot,
-                "prefix_len": prefix_len,
-                "slotlets": msgspec.to_builtins(lets),
-            }
-        elif parts[2:] == ["heal", "heads"]:
-            slot = int(parts[1])
-            keys = await node.healer.local_heads_by_prefix(slot, doc["prefixes"])
-            answer = {
-                "slot_id": slot,
-                "heads": [
-                    {"path": p, "head_kind": k, "generation": g, "head_sha256": h}
-                    for p, k, g, h in keys
-                ],
-            }
-        else:
-            raise AssertionError(f"unexpected call {method} {path}")
-        return 200, json.dumps(answer).encode()
-
-    async def get_head(self, node_id: str, slot_id: int, path: str) -> Head | None:
-        return self._node(node_id).slots.db(slot_id).read_head(path)
-
-    async def list_parts(
-        self, node_id: str, slot_id: int, path: str, generation: int
-    ) -> list[PartListing]:
-        rows = self._node(node_id).blobs.part_rows(slot_id, path, generation)
-        return [PartListing(r.part_no, r.sha256, r.size_bytes) for r in rows]
-
-    async def get_part(
-        self, node_id: str, slot_id: int, path: str, generation: int, part_no: int, sha256: str
-    ) -> AsyncIterator[bytes]:
-        node = self._node(node_id)
-        _size, stream = await node.blobs.part_stream(
-            slot_id, path, generation=generation, part_no=part_no, sha256=sha256
-        )
-        async for chunk in stream:
-            yield chunk
-
-
-class FakeRegistry:
-    async def live_nodes(self) -> set[str]:
-        return set(IDS)
-
-
-class FakeCluster:
-    def __init__(self, root: Path, executor: ThreadPoolExecutor) -> None:
-        self.executor = executor
-        self.placement = Placement(IDS, total_slots=TOTAL_SLOTS, replicas=3, min_write_replicas=2)
-        self.nodes = {i: FakeNode(self, i, root) for i in IDS}
-
-    def __getitem__(self, node_id: str) -> FakeNode:
-        return self.nodes[node_id]
-
-    def close(self) -> None:
-        for node in self.nodes.values():
-            node.close()
-
-    async def write(self, path: str, data: bytes, on: list[str]) -> None:
-        """A write that reached the nodes `on` (the first writes, the others pull it)."""
-        first, *rest = on
-        await self[first].put(path, data)
-        await self.copy(path, first, rest)
-
-    async def delete(self, path: str, on: list[str]) -> None:
-        first, *rest = on
-        await self[first].blobs.delete(path, write_id=None)
-        await self.copy(path, first, rest)
-
-    async def copy(self, path: str, source: str, to: list[str]) -> None:
-        slot = self.placement.slot_of(path)
-        for node in to:
-            report = await self[node].healer.repair(slot, source, [path])
-            assert report.repaired_objects == 1, report
-
-    def digests(self, node_id: str) -> dict[int, str]:
-        found = heal.index_slot_digests(self[node_id].index.path, range(TOTAL_SLOTS))
-        return {d.slot_id: d.digest for d in found}
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
-    with ThreadPoolExecutor(8) as executor:
-        found = FakeCluster(tmp_path, executor)
-        yield found
-        found.close()
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
+from tests.cluster.fakes import (
+    IDS,
+    PART,
+    FakeCluster,
+    FakeNode,
+    body,
+    coordinator,
+    run,
+)
 
 # ---- digests ---------------------------------------------------------------------------
 
@@ -517,18 +308,6 @@ def test_settings_from_config_and_environment(monkeypatch: pytest.MonkeyPatch) -
 
 
 # ---- reads that meet a corrupted local part ----------------------------------------------
-
-
-def coordinator(cluster: FakeCluster, node_id: str, consistency: str = "quorum") -> Coordinator:
-    node = cluster[node_id]
-    return Coordinator(
-        node_id=node_id,
-        placement=cluster.placement,
-        blobs=node.blobs,
-        peers=node.peers.typed(),
-        registry=cast(Any, FakeRegistry()),
-        read_consistency=consistency,
-    )
 
 
 def corrupt(file: str, offset: int) -> None:

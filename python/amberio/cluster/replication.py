@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from amberio.cluster import replay
 from amberio.cluster.peers import PeerError, Peers
 from amberio.cluster.placement import Placement
 from amberio.cluster.registry import Registry
@@ -40,14 +41,12 @@ from amberio.storage.blobs import (
 )
 from amberio.storage.heads import Head, winner
 from amberio.storage.index import IndexEntry
-from amberio.storage.metadata import WriteRecord
 from amberio.storage.ranges import ByteRange
 
 log = logging.getLogger("amberio.cluster.replication")
 
 T = TypeVar("T")
 LIVENESS_REFRESH_SECONDS = 1.0
-QUORUM_GRACE_SECONDS = 0.5
 MAX_STREAM_REFETCHES = 4
 """Parts a streaming read may fetch again after the response started (bad local copies)."""
 
@@ -114,10 +113,11 @@ class Coordinator:
         *,
         keep_running: bool = False,
     ) -> list[tuple[str, T | BaseException]]:
-        """Run `calls` concurrently; return once all finished, or `QUORUM_GRACE_SECONDS`
-        after `need` of them succeeded, so one slow or hung peer never holds a request
-        that a quorum already answered. Unfinished calls are cancelled, or with
-        `keep_running` left to finish in the background (commits still land there)."""
+        """Run `calls` concurrently; return once all finished, or the slow-peer grace
+        (`peers.slow_peer_grace_seconds`) after `need` of them succeeded, so one slow or
+        hung peer never holds a request that a quorum already answered. Unfinished calls
+        are cancelled, or with `keep_running` left to finish in the background (commits
+        still land there)."""
         loop = asyncio.get_running_loop()
         tasks: dict[asyncio.Future[T], str] = {
             asyncio.ensure_future(aw): node for node, aw in calls
@@ -138,7 +138,7 @@ class Coordinator:
                 results.append((tasks[task], error if error is not None else task.result()))
                 successes += error is None
             if grace_ends is None and successes >= need:
-                grace_ends = loop.time() + QUORUM_GRACE_SECONDS
+                grace_ends = loop.time() + self.peers.settings.slow_peer_grace_seconds
         for task in pending:
             log.warning("node %s is slow to answer; going on without it", tasks[task])
             if keep_running:
@@ -200,28 +200,6 @@ class Coordinator:
             )
         return answers
 
-    async def _find_record(
-        self, slot_id: int, path: str, replicas: list[str], write_id: str
-    ) -> WriteRecord | None:
-        async def local() -> WriteRecord | None:
-            return self.blobs.write_record(slot_id, path, write_id)
-
-        def remote(node: str) -> Callable[[], Awaitable[WriteRecord | None]]:
-            async def call() -> WriteRecord | None:
-                found = await self.peers.write_record(node, slot_id, path, write_id)
-                return None if found is None else WriteRecord(**found)
-
-            return call
-
-        alive = [r for r in replicas if self.alive(r)]
-        results = await self._gather(
-            [(r, self._on(r, local, remote(r))) for r in alive], self.placement.write_quorum
-        )
-        for _node, result in results:
-            if isinstance(result, WriteRecord):
-                return result
-        return None
-
     # ---- PUT -----------------------------------------------------------------------
 
     async def put(
@@ -275,9 +253,14 @@ class Coordinator:
         await self._refuse_below_quorum(slot_id, replicas, quorum)
         if write_id is not None:
             check_write_id(write_id)
-            record = await self._find_record(slot_id, path, replicas, write_id)
-            if record is not None:
-                return await self.blobs.replay_put(path, slot_id, record, body, content_length)
+            found = await replay.find_write(self, slot_id, path, replicas, write_id)
+            if found is not None:
+                # The body must be the original's (else 409) before anything is completed.
+                result = await self.blobs.replay_put(
+                    path, slot_id, found.record, body, content_length
+                )
+                held = await replay.confirm_write(self, slot_id, path, replicas, found)
+                return msgspec.structs.replace(result, committed_replicas=held)
         else:
             write_id = uuid.uuid4().hex
         # The generation comes from the heads of the live replicas, at least W of them:
@@ -481,13 +464,16 @@ class Coordinator:
         await self._refuse_below_quorum(slot_id, replicas, quorum)
         if write_id is not None:
             check_write_id(write_id)
-            record = await self._find_record(slot_id, path, replicas, write_id)
-            if record is not None:
-                if record.head_kind != "tombstone":
+            found = await replay.find_write(self, slot_id, path, replicas, write_id)
+            if found is not None:
+                if found.record.head_kind != "tombstone":
                     raise WriteIdConflict(
                         f"write id {write_id!r} was already used for a PUT of {path!r}"
                     )
-                return DeleteResult(path=path, generation=record.generation, idempotent_replay=True)
+                await replay.confirm_write(self, slot_id, path, replicas, found)
+                return DeleteResult(
+                    path=path, generation=found.record.generation, idempotent_replay=True
+                )
         else:
             write_id = uuid.uuid4().hex
         # The generation comes from the heads of the live replicas, at least W of them:
