@@ -39,7 +39,7 @@ from amberio.storage.heads import Head, winner
 from amberio.storage.metadata import WriteRecord
 
 if TYPE_CHECKING:
-    from amberio.cluster.replication import Coordinator
+    from amberio.cluster.quorum import QuorumBase
 
 log = logging.getLogger("amberio.cluster.replay")
 
@@ -76,7 +76,7 @@ def is_head_of(head: Head, record: WriteRecord) -> bool:
 
 
 async def find_write(
-    coord: Coordinator, slot_id: int, path: str, replicas: list[str], write_id: str
+    coord: QuorumBase, slot_id: int, path: str, replicas: list[str], write_id: str
 ) -> FoundWrite | None:
     """The write-id record of `write_id` and its holders among the live replicas; None
     when no replica that answered holds one. Raises QuorumNotReached when fewer than
@@ -121,7 +121,7 @@ async def find_write(
 
 
 async def confirm_write(
-    coord: Coordinator, slot_id: int, path: str, replicas: list[str], found: FoundWrite
+    coord: QuorumBase, slot_id: int, path: str, replicas: list[str], found: FoundWrite
 ) -> int:
     """Make sure W replicas hold the write of `found` (completing it when its head is
     still the winner); returns how many hold it. Raises QuorumNotReached otherwise."""
@@ -162,7 +162,7 @@ async def confirm_write(
 
 
 async def _complete_on(
-    coord: Coordinator, slot_id: int, head: Head, target: str, sources: list[str]
+    coord: QuorumBase, slot_id: int, head: Head, target: str, sources: list[str]
 ) -> bool:
     """`target` gets `head` (its parts first, from a source) and with it the write-id
     record. True when the record is stored there."""
@@ -188,7 +188,7 @@ async def _complete_on(
 
 
 async def _pull(
-    coord: Coordinator, slot_id: int, path: str, target: str, source: str
+    coord: QuorumBase, slot_id: int, path: str, target: str, source: str
 ) -> RepairReport:
     """`target` pulls the head of `path` and its missing parts from `source`."""
     if target == coord.node_id:
