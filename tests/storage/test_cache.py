@@ -332,6 +332,7 @@ def test_background_task_evicts_soon_after_writes_cross_the_limit(
 ) -> None:
     monkeypatch.setattr(cache_module, "START_DELAY_SECONDS", 0.0)
     monkeypatch.setattr(cache_module, "WAKE_DELAY_SECONDS", 0.05)
+    monkeypatch.setattr(cache_module, "MIN_PASS_INTERVAL_SECONDS", 0.0)
     node = archived_node(tmp_path, executor, redis_server, max_bytes=3 * BLOB)
     node.cache.recount_seconds = 3600.0  # only a write can wake it within the test
 
@@ -364,5 +365,38 @@ def test_background_task_evicts_soon_after_writes_cross_the_limit(
         assert node.disk_part_bytes() == left
         for i in range(5):
             assert node.read(f"bg/{i}") == body(i)
+    finally:
+        node.close()
+
+
+def test_parts_sent_to_peers_are_kept_but_do_not_count_as_reads(
+    tmp_path: Path,
+    executor: ThreadPoolExecutor,
+    redis_server: RedisServer,
+    rclient: redis.Redis,
+) -> None:
+    node = archived_node(tmp_path, executor, redis_server, max_bytes=BLOB, read_guard_seconds=60)
+    try:
+        for seed, path in enumerate(("peer/sent", "peer/old", "peer/new")):
+            node.put(path, body(seed))
+            node.age(path, 300 - 100 * seed)
+        slot = node.slot_of("peer/sent")
+        generation = node.head("peer/sent").generation
+
+        async def send(store: BlobStore) -> int:
+            row = store.part_rows(slot, "peer/sent", generation)[0]
+            _size, stream = await store.part_stream(
+                slot, "peer/sent", generation=generation, part_no=0, sha256=row.sha256
+            )
+            return sum([len(chunk) async for chunk in stream])
+
+        assert node.run(send) == PART
+        assert node.cache._last_read == {}  # a copy to a peer is not a client read
+        node.cache.run_pass()
+        # peer/sent (oldest, but being sent) stays; the others go instead, and the disk
+        # stays over the limit by what may not go (logged).
+        assert len(node.part_files("peer/sent")) == 2
+        assert node.part_files("peer/old") == node.part_files("peer/new") == []
+        assert node.cache.part_bytes(node.disk) == BLOB
     finally:
         node.close()

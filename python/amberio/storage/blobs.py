@@ -537,13 +537,13 @@ class BlobStore:
                 await self.run(db.store_block_crcs, rows[index].row_id, crcs)
 
     def _read_chunk(self, reader: RangeReader, rows: list[PartRow], plan: ReadPlan) -> bytes | None:
+        if self.cache is not None:
+            self.cache.read(plan.slot_id, plan.head.blob_path, plan.meta.generation)
         return self._verified_chunk(reader, plan.slot_id, plan.head.blob_path, plan.meta.generation)
 
     def _verified_chunk(
         self, reader: RangeReader, slot_id: int, blob_path: str, generation: int
     ) -> bytes | None:
-        if self.cache is not None:
-            self.cache.read(slot_id, blob_path, generation)
         try:
             return reader.read_chunk()
         except IntegrityError as exc:
@@ -646,6 +646,8 @@ class BlobStore:
         async def chunks() -> AsyncIterator[bytes]:
             chunk = first
             while chunk is not None:
+                if self.cache is not None:  # a peer's copy in progress: not a client read
+                    self.cache.serving(slot_id, path, generation)
                 yield chunk
                 chunk = await self.run(self._verified_chunk, reader, slot_id, path, generation)
 

@@ -53,6 +53,9 @@ RECOUNT_SECONDS = 600.0
 START_DELAY_SECONDS = 2.0
 WAKE_DELAY_SECONDS = 0.5
 """After a write crosses the limit, wait this long so a burst of writes makes one pass."""
+MIN_PASS_INTERVAL_SECONDS = 5.0
+"""Passes start at least this far apart (a tiny max_bytes and busy read-throughs would
+otherwise walk every slot database back to back)."""
 
 BlobKey = tuple[int, str, int]
 """(slot id, blob path, generation)."""
@@ -119,6 +122,7 @@ class LocalCache:
         self.recount_seconds = recount_seconds
         self.clock = clock
         self._last_read: dict[BlobKey, float] = {}
+        self._serving: dict[BlobKey, float] = {}
         # Part bytes per disk: exact after a pass, plus what was stored since.
         self._estimate: dict[str, int] = dict.fromkeys(slots.disks, 0)
         self._estimate_lock = threading.Lock()
@@ -130,8 +134,13 @@ class LocalCache:
     # ---- hooks (hot paths; any thread) ------------------------------------------------
 
     def read(self, slot_id: int, blob_path: str, generation: int) -> None:
-        """A chunk of this blob generation's local parts is being served."""
+        """A chunk of this blob generation's local parts is being served to a client."""
         self._last_read[(slot_id, blob_path, generation)] = self.clock()
+
+    def serving(self, slot_id: int, blob_path: str, generation: int) -> None:
+        """A chunk of this blob generation's local parts is being sent to a peer: the parts
+        must stay while that lasts, but copies between nodes do not make a blob recent."""
+        self._serving[(slot_id, blob_path, generation)] = self.clock()
 
     def stored(self, slot_id: int, size: int) -> None:
         """Part files of `size` bytes were stored (with their rows) on the slot's disk."""
@@ -163,8 +172,11 @@ class LocalCache:
                 with self._estimate_lock:
                     self._estimate[disk] = remaining
             # Forget reads of blobs that are gone (deleted, superseded, evicted by GC).
-            for key in [k for k in self._last_read if k not in seen]:
+            # (A copy of the keys: reads add entries from other threads meanwhile.)
+            for key in [k for k in list(self._last_read) if k not in seen]:
                 self._last_read.pop(key, None)
+            for key in [k for k in list(self._serving) if k not in seen]:
+                self._serving.pop(key, None)
             self.totals.add(stats)
             return stats
 
@@ -180,7 +192,7 @@ class LocalCache:
         rows = db._reader.execute(
             "SELECT id, blob_path, generation, part_no, size_bytes, external_path "
             "FROM file_entries WHERE slot_id = ? AND file_kind = 'part' "
-            "AND storage_kind = 'external' AND external_path IS NOT NULL",
+            "AND (storage_kind IS NULL OR storage_kind != 'inline') AND external_path IS NOT NULL",
             (slot_id,),
         ).fetchall()
         if not rows:
@@ -220,8 +232,7 @@ class LocalCache:
         for candidate in sorted(scan.candidates, key=lambda c: c.last_read):
             if total <= self.low_water:
                 break
-            last = self._last_read.get(candidate.key)
-            if last is not None and self.clock() - last < self.read_guard_seconds:
+            if self._busy(candidate.key):
                 continue  # being read, or read a moment ago
             # The blob's last parts first: a later read of its start stays local.
             chosen: list[_PartFile] = []
@@ -261,6 +272,10 @@ class LocalCache:
                 self.totals.bytes + stats.bytes,
             )
         return total
+
+    def _busy(self, key: BlobKey) -> bool:
+        last = max(self._last_read.get(key, 0.0), self._serving.get(key, 0.0))
+        return last > 0.0 and self.clock() - last < self.read_guard_seconds
 
     def _evict(self, key: BlobKey, parts: list[_PartFile]) -> int | None:
         """Delete the part rows, move `part_index_state` back, then unlink the files.
@@ -327,6 +342,7 @@ class LocalCache:
             return
         while not stop.is_set():
             self._wake.clear()
+            started = time.monotonic()
             try:
                 await run(self.run_pass)
             except Exception as exc:
@@ -337,7 +353,8 @@ class LocalCache:
             )
             for waiter in pending:
                 waiter.cancel()
-            if not await _sleep(stop, WAKE_DELAY_SECONDS):
+            pause = max(WAKE_DELAY_SECONDS, started + MIN_PASS_INTERVAL_SECONDS - time.monotonic())
+            if not await _sleep(stop, pause):
                 return
 
 
