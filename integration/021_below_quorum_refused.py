@@ -12,14 +12,26 @@
 - After both nodes return and a few anti-entropy intervals pass: none of the refused writes is
   visible on any node (GET 404, no node lists it, no node holds a head for it), and the blob
   written before is unchanged everywhere. With one node back (2 of 3 alive) writes work again.
+- A write that failed after committing on one replica only (what a 503 leaves when the
+  coordinator's other commits failed and its abort did not reach, or no longer applied to,
+  that replica; planted here on node-3 through the internal API, head and part):
+  - superseded since by an acknowledged write: its retry (same write id and body) through
+    another node is NOT answered as a replay: 503, and the newer blob stays everywhere;
+  - still the winner: its retry through another node completes it before answering 200
+    (original generation and ETag): `committed_replicas` is the number of nodes that hold it
+    (all 3), and every node serves its bytes at once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+import urllib.parse
 
 from _harness import (
     Case,
+    Node,
     check,
     eventually,
     expect_eq,
@@ -154,6 +166,85 @@ def main(case: Case) -> None:
         f"the retry of a refused PUT was answered as a replay: {resp.describe()}",
     )
     case.step("the retry of a refused write (same write id) is a new write, not a replay")
+
+    wait_writable(cluster)
+    partial_write_retries(case, n1, n2, n3)
+
+
+def plant_partial_write(node: Node, path: str, data: bytes, write_id: str, generation: int) -> None:
+    """Store on `node` alone the part and head of a PUT of `data` (one part) at
+    `generation` with `write_id`, as a coordinator's commit leaves it on one replica."""
+    slot = node.api.slot_of(path)
+    sha = hashlib.sha256(data).hexdigest()
+    md5 = hashlib.md5(data).hexdigest()
+    qs = urllib.parse.urlencode({"path": path, "generation": generation, "part_no": 0})
+    target = f"{node.api.internal_prefix}/slots/{slot}/parts/{sha}?{qs}"
+    expect_status(node.api.request("PUT", target, data), 200, f"internal PUT part of {path}")
+    meta = {
+        "path": path,
+        "slot_id": slot,
+        "generation": generation,
+        "version": generation,
+        "size_bytes": len(data),
+        "etag": md5,
+        "md5": md5,
+        "sha256": sha,
+        "part_size": 8 * 1024 * 1024,
+        "part_count": 1,
+        "part_index_state": "complete",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "write_id": write_id,
+    }
+    head_sha = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    doc = {"head_kind": "meta", "generation": generation, "head_sha256": head_sha, "meta": meta}
+    qs = urllib.parse.urlencode({"path": path})
+    resp = node.api.request(
+        "PUT", f"{node.api.internal_prefix}/slots/{slot}/heads?{qs}", json.dumps(doc).encode()
+    )
+    applied = expect_status(resp, 200, f"internal PUT head of {path}").json()
+    check(applied.get("applied") is True, f"the planted head of {path} was not applied: {applied}")
+
+
+def partial_write_retries(case: Case, n1: Node, n2: Node, n3: Node) -> None:
+    # Superseded: the retry must not acknowledge a write that one replica holds.
+    lost = f"{PREFIX}partial-superseded.bin"
+    lost_bytes = pattern_bytes(40_000, 21)
+    plant_partial_write(n3, lost, lost_bytes, "it021-partial-superseded", 1)
+    newer_bytes = pattern_bytes(30_000, 22)
+    newer = expect_status(n1.api.put(lost, newer_bytes), 201, f"PUT {lost} (newer)").json()
+    check(int(newer["generation"]) == 2, f"the newer PUT of {lost} got generation {newer}")
+    retry = n2.api.put(lost, lost_bytes, headers={"X-Amberio-Write-Id": "it021-partial-superseded"})
+    check(
+        retry.status == 503,
+        f"retry of a write that only node-3 holds and that was superseded: expected 503, got "
+        f"{retry.describe()} (a 2xx acknowledges a write that never reached W replicas)",
+    )
+    for node in (n1, n2, n3):
+        got = expect_status(node.api.get(lost), 200, f"GET {lost} on {node.node_id}")
+        check(got.body == newer_bytes, f"GET {lost} on {node.node_id}: not the newer bytes")
+    case.step("retry of a superseded write held by one replica: 503, the newer blob stays")
+
+    # Still the winner: the retry completes it on the other replicas before answering.
+    kept = f"{PREFIX}partial-winner.bin"
+    kept_bytes = pattern_bytes(60_000, 23)
+    plant_partial_write(n3, kept, kept_bytes, "it021-partial-winner", 1)
+    resp = n1.api.put(kept, kept_bytes, headers={"X-Amberio-Write-Id": "it021-partial-winner"})
+    doc = expect_status(resp, 200, f"retry of the write of {kept} that node-3 alone holds").json()
+    check(doc.get("idempotent_replay") is True, f"not answered as a replay: {doc}")
+    expect_eq(doc.get("generation"), 1, "generation of the replay")
+    expect_eq(doc.get("etag"), hashlib.md5(kept_bytes).hexdigest(), "etag of the replay")
+    holding = []
+    for node in (n1, n2, n3):
+        slot = node.api.slot_of(kept)
+        head = expect_status(node.api.internal_head(slot, kept), 200, "internal head").json()
+        if head.get("found") and head.get("generation") == 1:
+            holding.append(node.node_id)
+    expect_eq(holding, ["node-1", "node-2", "node-3"], "nodes holding the completed write")
+    expect_eq(doc.get("committed_replicas"), len(holding), "committed_replicas of the replay")
+    for node in (n1, n2, n3):
+        got = expect_status(node.api.get(kept), 200, f"GET {kept} on {node.node_id}")
+        check(got.body == kept_bytes, f"GET {kept} on {node.node_id}: wrong bytes")
+    case.step("retry of a write held by one replica and still the winner: completed on all, 200")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@
    either way, existing keep-alive connections included. So liveness says healthy, yet it never
    answers.
 
+The cluster runs with short node-to-node timeouts from the config's optional `peers` section
+(`request_timeout_seconds` PEER_TIMEOUT, `--peer-timeout`; connect 1 s, part copies 10 s).
 In both: PUT, GET, HEAD and DELETE through node-1 and node-2 each finish (succeed or fail)
-within HANG_BOUND seconds (one peer request timeout, 10 s in the server and not configurable,
-plus slack; `--hang-bound` changes it);
+within a hang bound (a few peer request timeouts plus slack, derived from the
+configured timeout; `--hang-bound` overrides it);
 `/health` and `healthz` of node-1 and node-2 answer within RESPONSIVE_LIMIT all along; every
 write that succeeded reads back byte-exact from every node once node-3 answers again; a write
 that failed is absent or whole.
@@ -48,7 +50,17 @@ from _harness import (
 
 PREFIX = "cases/024/"
 PART_SIZE = 256 * 1024
-HANG_BOUND = 15.0  # the peer request timeout (10 s in the server, not configurable) + slack
+PEER_TIMEOUT = 2.0  # peers.request_timeout_seconds of every node
+PART_TIMEOUT = 10.0  # peers.part_timeout_seconds
+
+
+def hang_bound(case: Case) -> float:
+    """A head read, a retry on another replica and a part fetch may each wait out one
+    request timeout; plus slack for a loaded machine."""
+    given = case.opts.extra.hang_bound
+    return float(given) if given is not None else 3 * float(case.opts.extra.peer_timeout) + 3.0
+
+
 RESPONSIVE_LIMIT = 2.0
 
 
@@ -231,14 +243,14 @@ def hung_requests(
     case: Case, label: str, n1: Node, n2: Node, bodies: dict[str, bytes], existing: str
 ) -> dict[str, int | None]:
     """Fire PUT/GET/HEAD/DELETE at node-1 and node-2 at once; every one must finish within
-    HANG_BOUND; node-1 and node-2 must stay responsive. Returns PUT path -> status."""
+    the hang bound; node-1 and node-2 must stay responsive. Returns PUT path -> status."""
     monitor = Monitor([n1, n2])
     mon = threading.Thread(target=monitor.run, daemon=True)
     mon.start()
     out: list[Outcome] = []
     lock = threading.Lock()
     paths = list(bodies)
-    timeout = float(case.opts.extra.hang_bound) + 30
+    timeout = hang_bound(case) + 30
     jobs: list[tuple[str, Callable[[], Response]]] = [
         (
             f"PUT {paths[0]} via node-1",
@@ -280,7 +292,7 @@ def hung_requests(
     )
     case.step(f"{label}: {summary}")
     check(len(out) == len(jobs), f"{label}: a request never finished (client timeout {timeout}s)")
-    bound = float(case.opts.extra.hang_bound)
+    bound = hang_bound(case)
     for o in out:
         if o.status is not None and o.status >= 500:
             case.note(f"{label}: {o.what} answered {o.status} with 2 of 3 replicas up: {o.error}")
@@ -400,8 +412,14 @@ def phase_proxy(case: Case, nodes: list[Node], proxy: Proxy) -> None:
 
 
 def main(case: Case) -> None:
-    cluster = case.cluster(part_size=PART_SIZE, start=False)
+    peers = {
+        "request_timeout_seconds": float(case.opts.extra.peer_timeout),
+        "connect_timeout_seconds": 1.0,
+        "part_timeout_seconds": PART_TIMEOUT,
+    }
+    cluster = case.cluster(part_size=PART_SIZE, start=False, extra_config={"peers": peers})
     check(len(cluster.nodes) == 3 and cluster.min_write_replicas == 2, "written for 3 nodes, W=2")
+    case.step(f"node-to-node timeouts: {peers}; requests must finish within {hang_bound(case)}s")
     n3 = cluster.nodes[2]
     proxy_port = case.ports.take()
     # every config (the bootstrap state comes from whichever init wins) advertises node-3
@@ -424,10 +442,16 @@ def main(case: Case) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=PEER_TIMEOUT,
+        help="peers.request_timeout_seconds of the nodes (%(default)s)",
+    )
+    parser.add_argument(
         "--hang-bound",
         type=float,
-        default=HANG_BOUND,
-        help="seconds a request may take with a silent peer (%(default)s)",
+        default=None,
+        help="seconds a request may take with a silent peer (default: 3 x the peer timeout + 3)",
     )
 
 
