@@ -315,6 +315,10 @@ def test_bad_archive_sources_are_503_naming_url(
             plain.read(path, f"bytes={PART}-")
         assert url in str(info.value)
         assert plain.part_files(path) == []
+    # A short object is not the blob, even where the bytes a range needs are all there.
+    with pytest.raises(Unavailable, match=f"{base}/short holds {2 * PART - 1} bytes"):
+        plain.read("bad/short", "bytes=0-9")
+    assert plain.part_files("bad/short") == []
     # A part row whose sha256 disagrees with the archived bytes: nothing materialized.
     rclient.set("good", data)
     result = plain.put("bad/sha", data)
