@@ -199,6 +199,8 @@ def test_retention_is_never_shorter_than_the_grace_period() -> None:
     assert gc.retention_for(30 * DAY) == 30 * DAY
     assert gc.retention_for(DAY) == gc.TOMBSTONE_RETENTION_SECONDS
     assert gc.retention_for(DAY, 3600) == DAY
+    # Nor below 24 h: write-id records (replays, §6) expire with the window.
+    assert gc.retention_for(60, 3600) == gc.WRITE_ID_RETENTION_SECONDS == DAY
 
 
 def test_orphan_files_go_after_the_grace_period(disk: Disk) -> None:
@@ -270,6 +272,14 @@ def test_old_write_ids_of_superseded_writes_expire(disk: Disk) -> None:
     with sqlite3.connect(disk.db("w").path) as conn:
         left = conn.execute("SELECT generation FROM write_ids").fetchall()
     assert left == [(2,)]  # the head's own record stays
+
+
+def test_write_ids_are_kept_24_hours_whatever_the_retention(disk: Disk) -> None:
+    disk.put("w24", b"one")
+    disk.put("w24", b"two")
+    kw: dict[str, Any] = {"grace": 60, "retention_seconds": 3600}
+    assert disk.collect("w24", now=later(DAY - 60), **kw).write_ids == 0
+    assert disk.collect("w24", now=later(DAY + 10), **kw).write_ids == 1
 
 
 def test_quarantine_sweep(tmp_path: Path) -> None:

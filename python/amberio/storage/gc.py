@@ -15,7 +15,7 @@ What is garbage, for each path of a slot (W = the path's winning head, §6 rule)
   they are that old too (a fresh one may be about to receive a part).
 - The grace period is never shorter than `MIN_GRACE_SECONDS` (60 s), whatever is configured.
 - **tombstones** older than the retention window (`TOMBSTONE_RETENTION_SECONDS`, default
-  7 days and never less than the grace period), measured from the tombstone's own
+  7 days, never less than the grace period nor than 24 h), measured from the tombstone's own
   `updated_at` (the same on every replica, so replicas compact together), once nothing else
   of the path is left: the row goes, with the path's write-id records. A replica that was
   offline for longer than the retention window must be wiped before it rejoins, or it could
@@ -45,6 +45,8 @@ log = logging.getLogger("amberio.storage.gc")
 
 DEFAULT_GRACE_SECONDS = 86400.0
 TOMBSTONE_RETENTION_SECONDS = 7 * 86400.0
+WRITE_ID_RETENTION_SECONDS = 86400.0
+"""Floor of the retention window: a retry is replayed for at least 24 h (contract §6)."""
 MIN_GRACE_SECONDS = 60.0
 """Floor of the grace period: a configured grace below this (0 in tests) still leaves a
 write in flight (parts stored, head not committed yet), a fresh directory a part writer is
@@ -83,9 +85,11 @@ class GcStats:
 
 
 def retention_for(grace_seconds: float, retention_seconds: float | None = None) -> float:
-    """The tombstone retention window: as given (default 7 days), never below the grace."""
+    """The tombstone retention window: as given (default 7 days), never below the grace
+    period nor below `WRITE_ID_RETENTION_SECONDS` (write-id records expire with it, and a
+    compacted tombstone takes its path's records along)."""
     window = TOMBSTONE_RETENTION_SECONDS if retention_seconds is None else retention_seconds
-    return max(window, grace_seconds)
+    return max(window, grace_seconds, WRITE_ID_RETENTION_SECONDS)
 
 
 def parse_time(value: str | None) -> float | None:
