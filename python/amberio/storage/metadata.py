@@ -1,8 +1,9 @@
 """A slot's `meta.sqlite3` (contract §5): heads, part rows, write-id records.
 
 The database is the source of truth and other processes may write it, so nothing here
-caches heads: every read is a query. Reads use one connection on the event-loop thread;
-writes use another, from worker threads, one transaction at a time per slot.
+caches heads: every read is a query. One connection per slot serves reads (mostly on the
+event-loop thread) and writes (worker threads, one transaction at a time); see
+storage/slotconn.py for what a connection costs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import msgspec
 
 from amberio.errors import DataCorrupted
+from amberio.storage import slotconn
 from amberio.storage.heads import (
     Head,
     HeadKind,
@@ -25,7 +27,6 @@ from amberio.storage.heads import (
 )
 
 SCHEMA_VERSION = 1
-SLOT_PAGE_CACHE_PAGES = 8
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_entries (
     id INTEGER PRIMARY KEY,
@@ -95,18 +96,12 @@ class WriteRecord(msgspec.Struct, frozen=True, kw_only=True):
     committed_replicas: int
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    # A slot database is small and lives in the OS page cache; SQLite's own default cache
-    # (allocated in bulk on first use) would cost ~100 KiB per connection, and a node keeps
-    # hundreds of them open. Set before the first query, which makes that allocation.
-    conn.execute(f"PRAGMA cache_size = {SLOT_PAGE_CACHE_PAGES}")
-    return conn
-
-
 class SlotDb:
-    """Metadata of one slot on this node. Created (dir + schema, WAL) on first open."""
+    """Metadata of one slot on this node. Created (dir + schema, WAL) on first open.
+
+    One connection per slot, for reads and writes (a second one would double what an
+    open slot costs): `_write_lock` (reentrant) guards it; reads go through `_reader`.
+    """
 
     def __init__(self, slot_id: int, directory: str) -> None:
         self.slot_id = slot_id
@@ -114,23 +109,23 @@ class SlotDb:
         self.path = os.path.join(directory, "meta.sqlite3")
         self.last_used = 0.0
         """When SlotStore last handed this handle out (monotonic seconds)."""
-        os.makedirs(directory, exist_ok=True)
-        self._write_lock = threading.Lock()
-        self._writer = _connect(self.path)
+        slotconn.create_database(self.path, SCHEMA, SCHEMA_VERSION)
+        self._write_lock = threading.RLock()
+        self._writer = slotconn.connect(self.path)
         self._writer.execute("PRAGMA synchronous = FULL")
         version = self._writer.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
-            # First touch (or a database another tool created): WAL is persistent, so this
-            # and the schema are set once, not at every open.
+            # A database another tool created: WAL is persistent, so this and the schema
+            # are set once, not at every open.
             self._writer.execute("PRAGMA journal_mode = WAL")
             self._writer.executescript(SCHEMA)
             self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self._reader = _connect(self.path)
+        self._reader = slotconn.Reads(self._write_lock, lambda: self._writer, self.path)
         self._seen_version = self._data_version()
 
     def _data_version(self) -> int:
-        # On the writer connection, data_version moves only for commits made by *other*
-        # connections: that is, by other processes writing this database.
+        # data_version moves only for commits made by *other* connections: that is, by
+        # other processes writing this database (this process uses one connection).
         return int(self._writer.execute("PRAGMA data_version").fetchone()[0])
 
     def changed_by_others(self) -> bool:
@@ -144,7 +139,6 @@ class SlotDb:
     def close(self) -> None:
         with self._write_lock:
             self._writer.close()
-        self._reader.close()
 
     # ---- reads (event-loop thread) -------------------------------------------------
 

@@ -15,7 +15,8 @@ from amberio.storage.metadata import SlotDb
 
 log = logging.getLogger("amberio.storage")
 
-MAX_OPEN_SLOTS = 256
+MAX_OPEN_SLOTS = 1024
+"""About 85 KiB each (one SQLite connection, see storage/slotconn.py): ~85 MiB at most."""
 MAX_RETIRED = 128
 RETIRE_SECONDS = 2.0
 
@@ -61,7 +62,7 @@ class SlotStore:
         """The slot's database, created (directory, schema, WAL) on first touch.
 
         At most `max_open` stay cached (least recently used first out): each open slot
-        costs a few hundred KiB and descriptors. A handle pushed out is closed once nobody
+        costs ~85 KiB and three descriptors. A handle pushed out is closed once nobody
         fetched it for `RETIRE_SECONDS` (at most `MAX_RETIRED` wait): fetch the handle for
         each short use rather than holding it across a long operation. (sqlite3
         connections sit in reference cycles, so dropping them would not close them.)
