@@ -30,6 +30,7 @@ from amberio.storage.blobs import BlobStore
 from amberio.storage.cache import LocalCache
 from amberio.storage.index import NodeIndex
 from amberio.storage.scrub import Scrubber
+from amberio.storage.slotconn import configure_sqlite
 from amberio.storage.slots import SlotStore
 
 log = logging.getLogger("amberio.server")
@@ -80,6 +81,9 @@ def check_bind(host: str, port: int) -> None:
 
 def run(config: Config, *, current_node: str | None, bind_override: str | None) -> int:
     """Bootstrap this node and serve until SIGTERM/SIGINT. Returns the exit status."""
+    # Before this process opens any SQLite connection: each open slot database then
+    # costs ~88 KiB less (no bulk page-cache allocation; storage/slotconn.py).
+    configure_sqlite()
     return asyncio.run(_serve(config, current_node, bind_override))
 
 
