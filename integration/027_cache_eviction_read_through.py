@@ -5,9 +5,9 @@ back by read-through (§2 `cache.max_bytes`, §10.2, §10.3).
 A cluster with `archive: {archive_type: redis}` and `cache: {max_bytes: 1000000}` (per disk),
 parts of 100000 bytes:
 
-- blobs 00..03 (200000 bytes each) are written, blob 00 is read through the entry node, then
-  (a few seconds later) blobs 04..09 are written: 2000000 bytes on each replica's disk, twice
-  the limit;
+- once every node sees the others (and a few seconds after start), blobs 00..03 (200000
+  bytes each) are written, blob 00 is read through the entry node, then blobs 04..09 are
+  written: 2000000 bytes on each replica's disk, twice the limit;
 - within a bounded wait (30 s) every node's disk holds at most `max_bytes` of part files, and
   the node logs what it evicted;
 - the least recently read blobs (01..03) have no part files left on any node, while the heads
@@ -39,6 +39,7 @@ from _harness import (
     pattern_bytes,
     run_case,
     sha256_hex,
+    wait_writable,
 )
 
 PART_SIZE = 100_000
@@ -108,6 +109,12 @@ def main(case: Case) -> None:
             extra_config={"archive": archive, "cache": {"max_bytes": MAX_BYTES}},
         )
         entry = cluster[0]
+        # Every node sees the others before the writes (each PUT reaches all replicas, so
+        # nothing is pulled between nodes later), and the nodes' first passes at start
+        # (count, anti-entropy) are over: what follows shows writes that cross the limit
+        # waking the eviction.
+        wait_writable(cluster)
+        time.sleep(STARTUP_PASS_SECONDS)
         generations: dict[int, int] = {}
         slots = {i: entry.api.slot_of(blob_path(i)) for i in range(BLOBS)}
 
@@ -122,9 +129,6 @@ def main(case: Case) -> None:
             put(index)
         got = expect_status(entry.api.get(blob_path(0)), 200, f"GET {blob_path(0)}")
         check(got.body == blob_body(0), f"GET {blob_path(0)}: bytes differ")
-        # Let the nodes' first count pass by (under the limit: nothing evicted), so what
-        # follows shows writes that cross the limit waking the eviction.
-        time.sleep(STARTUP_PASS_SECONDS)
         for index in range(4, BLOBS):
             put(index)
         replicas = cluster.replicas_of(blob_path(0))

@@ -49,6 +49,8 @@ log = logging.getLogger("amberio.cache")
 LOW_WATER_FRACTION = 0.9
 READ_GUARD_SECONDS = 180.0
 """Longer than a stalled client may hold a response (120 s, see docs/decisions.md)."""
+SERVE_GUARD_SECONDS = 60.0
+"""A peer copying a part waits at most this long for it (then it tries another source)."""
 RECOUNT_SECONDS = 600.0
 START_DELAY_SECONDS = 2.0
 WAKE_DELAY_SECONDS = 0.5
@@ -112,6 +114,7 @@ class LocalCache:
         *,
         low_water_fraction: float = LOW_WATER_FRACTION,
         read_guard_seconds: float = READ_GUARD_SECONDS,
+        serve_guard_seconds: float = SERVE_GUARD_SECONDS,
         recount_seconds: float = RECOUNT_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -119,6 +122,7 @@ class LocalCache:
         self.max_bytes = max_bytes
         self.low_water = int(max_bytes * low_water_fraction)
         self.read_guard_seconds = read_guard_seconds
+        self.serve_guard_seconds = serve_guard_seconds
         self.recount_seconds = recount_seconds
         self.clock = clock
         self._last_read: dict[BlobKey, float] = {}
@@ -274,8 +278,12 @@ class LocalCache:
         return total
 
     def _busy(self, key: BlobKey) -> bool:
-        last = max(self._last_read.get(key, 0.0), self._serving.get(key, 0.0))
-        return last > 0.0 and self.clock() - last < self.read_guard_seconds
+        now = self.clock()
+        read = self._last_read.get(key)
+        if read is not None and now - read < self.read_guard_seconds:
+            return True
+        sent = self._serving.get(key)
+        return sent is not None and now - sent < self.serve_guard_seconds
 
     def _evict(self, key: BlobKey, parts: list[_PartFile]) -> int | None:
         """Delete the part rows, move `part_index_state` back, then unlink the files.
