@@ -7,8 +7,8 @@ failed with 503 can leave its head and record on one replica (its abort only rem
 head where it is still the head). So a retry is answered as a replay only once W replicas
 hold the record (`tla/AmberioWrite.tla`, "Replays", models this rule):
 
-1. The records of the write id are read from the live replicas (at least `R - W + 1` must
-   answer, so a write acknowledged on W replicas is always found).
+1. The records of the write id are read from the live replicas (at least W must answer, as
+   for the heads a new write's generation comes from).
 2. W or more hold it: replay at once (200, the original generation and etag,
    `committed_replicas` = the replicas that hold it).
 3. Fewer: the write is completed first if its head is still the winner of the heads read
@@ -79,9 +79,11 @@ async def find_write(
     coord: QuorumBase, slot_id: int, path: str, replicas: list[str], write_id: str
 ) -> FoundWrite | None:
     """The write-id record of `write_id` and its holders among the live replicas; None
-    when no replica that answered holds one. Raises QuorumNotReached when fewer than
-    `R - W + 1` replicas answered (a record could then be missed)."""
-    read_quorum = coord.placement.read_quorum
+    when no replica that answered holds one. Raises QuorumNotReached when fewer than W
+    replicas answered: like the heads a write's generation comes from, the records are read
+    from at least W live replicas (W + W > R for the usual W = 2 of 3, so a write held by W
+    replicas is found; with W = 1 a write is not refused for want of more)."""
+    quorum = coord.placement.write_quorum
 
     async def local() -> WriteRecord | None:
         return coord.blobs.write_record(slot_id, path, write_id)
@@ -93,10 +95,8 @@ async def find_write(
 
         return call
 
-    asked = await coord._live(replicas, coord.placement.write_quorum)
-    results = await coord._gather(
-        [(r, coord._on(r, local, remote(r))) for r in asked], coord.placement.write_quorum
-    )
+    asked = await coord._live(replicas, quorum)
+    results = await coord._gather([(r, coord._on(r, local, remote(r))) for r in asked], quorum)
     answered = 0
     groups: dict[RecordKey, FoundWrite] = {}
     for node, result in results:
@@ -109,10 +109,10 @@ async def find_write(
         if result is not None:
             group = groups.setdefault(_key(result), FoundWrite(record=result, holders=[]))
             group.holders.append(node)
-    if not groups and answered < read_quorum:
+    if not groups and answered < quorum:
         raise QuorumNotReached(
             f"looked for write id {write_id!r} of {path!r} on {answered} of {len(replicas)} "
-            f"replicas; {read_quorum} needed"
+            f"replicas; {quorum} needed"
         )
     if not groups:
         return None
