@@ -118,7 +118,7 @@ class Node:
         return head
 
     def part_files(self, path: str) -> list[str]:
-        root = layout.blob_dir(layout.slot_dir([self.disk], self.slot_of(path)), path)
+        root = layout.blob_dir(self.slots.slot_dir(self.slot_of(path)), path)
         found: list[str] = []
         for here, _dirs, files in os.walk(root):
             found += [os.path.join(here, f) for f in files if f.startswith("part.")]
@@ -398,5 +398,45 @@ def test_parts_sent_to_peers_are_kept_but_do_not_count_as_reads(
         assert len(node.part_files("peer/sent")) == 2
         assert node.part_files("peer/old") == node.part_files("peer/new") == []
         assert node.cache.part_bytes(node.disk) == BLOB
+    finally:
+        node.close()
+
+
+def test_the_limit_is_per_disk(
+    tmp_path: Path,
+    executor: ThreadPoolExecutor,
+    redis_server: RedisServer,
+    rclient: redis.Redis,
+) -> None:
+    node = archived_node(tmp_path, executor, redis_server, max_bytes=2 * BLOB)
+    # Two disks: slot s lives on disk s % 2 (§5).
+    node.slots.close()
+    disks = [str(tmp_path / "d0"), str(tmp_path / "d1")]
+    node.slots = node.store.slots = SlotStore(disks)
+    node.slots.prepare()
+    node.cache = node.store.cache = LocalCache(node.slots, 2 * BLOB, read_guard_seconds=0)
+    try:
+        by_disk: dict[int, list[str]] = {0: [], 1: []}
+        name = 0
+        while len(by_disk[0]) < 3 or len(by_disk[1]) < 2:
+            path = f"disks/{name}"
+            name += 1
+            disk = node.slot_of(path) % 2
+            if len(by_disk[disk]) < (3 if disk == 0 else 2):
+                by_disk[disk].append(path)
+                node.put(path, body(name))
+                node.age(path, 1000 - name)
+        assert node.cache.part_bytes(disks[0]) == 3 * BLOB
+        assert node.cache.part_bytes(disks[1]) == 2 * BLOB
+        stats = node.cache.run_pass()
+        # Disk 0 was over its 200000 bytes: down to 180000, its oldest blob and the last
+        # part of the next one went. Disk 1, at its limit, was left alone.
+        freed = BLOB + (BLOB - PART)
+        assert (stats.blobs, stats.bytes) == (2, freed)
+        assert node.part_files(by_disk[0][0]) == []
+        assert len(node.part_files(by_disk[0][1])) == 1
+        assert all(len(node.part_files(p)) == 2 for p in by_disk[0][2:] + by_disk[1])
+        assert node.cache.part_bytes(disks[0]) == 3 * BLOB - freed
+        assert node.cache.part_bytes(disks[1]) == 2 * BLOB
     finally:
         node.close()
