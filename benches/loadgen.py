@@ -5,15 +5,19 @@ the length of every response needs wrk's Lua `response()` hook, and defining it 
 each whole body and copy it into a Lua string (64 streams of 64 MiB = 4 GiB in the client). Unique
 PUT paths need a dynamic `request()`, which rebuilds the whole request string, body included, on
 every call. And wrk is not installed here. This client works on raw non-blocking sockets through
-the event loop (`sock_sendall` of a memoryview, `sock_recv_into` a reused buffer), so bodies are
-never copied in Python and one process drives 64 connections. It costs more CPU per request than
-wrk on tiny requests. With 2 cores that matters, so the parent reports this process's CPU
-seconds next to every result.
+the event loop (`sock_sendall` of a memoryview, `sock_recv_into` a reused buffer; see
+benches/httpclient.py), so bodies are never copied in Python and one process drives 64
+connections. It costs more CPU per request than wrk on tiny requests. With 2 cores that matters,
+so the parent reports this process's CPU seconds next to every result.
+
+The same client drives Amberio's native API, Amberio's S3 gateway and SeaweedFS's S3 gateway
+(`Spec.api`). Neither S3 server has credentials configured, so requests are sent unsigned to
+both: no signing cost on either side.
 
 Protocol with the parent (one line each way, JSON): the parent writes a `Spec`. The child builds the
-body, pre-populates GET objects, opens the connections, and prints `{"ready": ...}`. The parent
-snapshots the server's CPU and starts its RSS sampler, then writes `go`. The child runs the timed
-phase and prints the result.
+body, pre-populates GET/range/LIST objects, opens the connections, and prints `{"ready": ...}`. The
+parent snapshots the server's CPU and starts its RSS sampler, then writes `go`. The child runs the
+timed phase and prints the result.
 """
 
 from __future__ import annotations
@@ -24,45 +28,76 @@ import gc
 import json
 import math
 import os
+import random
 import resource
-import socket
 import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
+from urllib.parse import quote
 
-MAX_HEADER_BYTES: Final = 64 * 1024
+from benches.httpclient import Connection, HttpError
+
 SMALL_BUFFER: Final = 64 * 1024
 LARGE_BUFFER: Final = 1024 * 1024
 # Up to this size the request head and body go out in one send (one small copy).
 COALESCE_BODY_LIMIT: Final = 64 * 1024
 ERROR_PAUSE_SECONDS: Final = 0.01
 MAX_ERROR_KINDS: Final = 10
+PROGRESS_SECONDS: Final = 15.0
+OPS: Final = ("put", "get", "range", "list")
+APIS: Final = ("native", "s3")
 
 
 @dataclass(frozen=True)
 class Spec:
     host: str
     port: int
-    op: str  # "put" | "get"
+    op: str  # "put" | "get" | "range" | "list"
+    # PUT/GET: the body size. range: the size of the objects read from. list: the size of the
+    # objects populated for listing.
     size: int
     concurrency: int
     duration: float
     # No new request starts once this many body bytes were started (each connection does >= 1).
     max_bytes: int
-    # PUT: unique paths under this prefix. GET: objects `<prefix>/<i:06d>`, i < objects.
+    # Keys under the bucket. PUT: unique keys under this prefix. GET/range: `<prefix>/<i:06d>`,
+    # i < objects. list: `<prefix>/p<j:04d>/<i:06d>`, list_page keys per sub-prefix j.
     prefix: str
     objects: int = 0
     populate: bool = False
     populate_concurrency: int = 8
+    api: str = "native"  # "native": /_/api/v1/blobs/<bucket>/<key>; "s3": /<bucket>/<key>
+    bucket: str = "bench"
     api_prefix: str = "/_/api/v1"
+    range_size: int = 4096
+    list_page: int = 1000
+    seed: int = 0
+    # The raw-limit worker (benches/raw.py): the directory its files go to.
+    root: str = ""
     # Several nodes (any node coordinates any request): connection i talks to endpoints[i % n].
     # Empty: (host, port) only.
     endpoints: tuple[tuple[str, int], ...] = ()
 
     def targets(self) -> tuple[tuple[str, int], ...]:
         return self.endpoints or ((self.host, self.port),)
+
+    @property
+    def put_status(self) -> int:
+        return 201 if self.api == "native" else 200
+
+    @property
+    def list_prefixes(self) -> int:
+        return max(1, math.ceil(self.objects / self.list_page))
+
+    def op_bytes(self) -> int:
+        """Body bytes one timed operation moves (LIST: counted from the responses)."""
+        if self.op == "range":
+            return self.range_size
+        if self.op == "list":
+            return 0
+        return self.size
 
 
 @dataclass
@@ -80,204 +115,107 @@ class Outcome:
             self.error_kinds[message] += 1
 
 
-class HttpError(Exception):
-    """The server's answer could not be read as HTTP/1.1 (or ended early)."""
+def object_key(spec: Spec, i: int) -> str:
+    """Key of data-set object i (GET/range data sets and LIST data sets)."""
+    if spec.op == "list":
+        return f"{spec.prefix}/p{i // spec.list_page:04d}/{i % spec.list_page:06d}"
+    return f"{spec.prefix}/{i:06d}"
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection; reconnects after an error or `Connection: close`."""
-
-    def __init__(self, host: str, port: int, bufsize: int) -> None:
-        self.host = host
-        self.port = port
-        self.sock: socket.socket | None = None
-        self.buf = bytearray(bufsize)
-        self.view = memoryview(self.buf)
-        self.loop = asyncio.get_running_loop()
-
-    async def connect(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            await self.loop.sock_connect(sock, (self.host, self.port))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    async def request(self, head: bytes, body: memoryview | None) -> tuple[int, int]:
-        """Send one request; return (status, body length received). Raises OSError/HttpError."""
-        if self.sock is None:
-            await self.connect()
-        sock = self.sock
-        assert sock is not None
-        try:
-            await self.loop.sock_sendall(sock, head)
-            if body is not None:
-                await self.loop.sock_sendall(sock, body)
-            status, length, keep = await self._read_response(sock)
-        except BaseException:
-            self.close()
-            raise
-        if not keep:
-            self.close()
-        return status, length
-
-    async def _recv(self, sock: socket.socket, into: memoryview) -> int:
-        n = await self.loop.sock_recv_into(sock, into)
-        if n == 0:
-            raise HttpError("connection closed by the server")
-        return n
-
-    async def _read_response(self, sock: socket.socket) -> tuple[int, int, bool]:
-        buf, view = self.buf, self.view
-        n = 0
-        header_end = -1
-        while header_end < 0:
-            if n >= min(len(buf), MAX_HEADER_BYTES):
-                raise HttpError("response headers too large")
-            n += await self._recv(sock, view[n:])
-            header_end = buf.find(b"\r\n\r\n", 0, n)
-        lines = bytes(buf[:header_end]).decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise HttpError(f"bad status line {lines[0][:80]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        keep = parts[0] == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        pos = header_end + 4
-        if status in (204, 304) or 100 <= status < 200:
-            return status, 0, keep
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return status, await self._read_chunked(sock, pos, n), keep
-        if "content-length" not in headers:
-            return status, await self._read_to_close(sock, n - pos), False
-        length = int(headers["content-length"])
-        have = n - pos
-        if have > length:
-            raise HttpError("more bytes than Content-Length")
-        remaining = length - have
-        size = len(view)
-        while remaining > 0:
-            remaining -= await self._recv(sock, view[: min(remaining, size)])
-        return status, length, keep
-
-    async def _read_to_close(self, sock: socket.socket, have: int) -> int:
-        total = have
-        while True:
-            n = await self.loop.sock_recv_into(sock, self.view)
-            if n == 0:
-                return total
-            total += n
-
-    async def _read_chunked(self, sock: socket.socket, pos: int, n: int) -> int:
-        buf, view = self.buf, self.view
-        total = 0
-
-        async def line() -> bytes:
-            nonlocal pos, n
-            end = buf.find(b"\r\n", pos, n)
-            while end < 0:
-                if pos > 0:
-                    buf[0 : n - pos] = buf[pos:n]  # same length: no resize of the buffer
-                    n -= pos
-                    pos = 0
-                if n >= len(buf):
-                    raise HttpError("chunk header too long")
-                n += await self._recv(sock, view[n:])
-                end = buf.find(b"\r\n", pos, n)
-            text = bytes(buf[pos:end])
-            pos = end + 2
-            return text
-
-        while True:
-            size = int((await line()).split(b";")[0], 16)  # ValueError if malformed
-            if size == 0:
-                while await line():  # trailers, then the empty line
-                    pass
-                return total
-            need = size + 2  # the chunk and its CRLF
-            have = n - pos
-            if have >= need:
-                pos += need
-            else:
-                need -= have
-                pos = n = 0
-                while need > 0:
-                    need -= await self._recv(sock, view[: min(need, len(view))])
-            total += size
+def object_url(spec: Spec, key: str) -> str:
+    if spec.api == "s3":
+        return f"/{spec.bucket}/{key}"
+    return f"{spec.api_prefix}/blobs/{spec.bucket}/{key}"
 
 
-def blob_url(spec: Spec, path: str) -> str:
-    return f"{spec.api_prefix}/blobs/{path}"
-
-
-def put_head(spec: Spec, path: str, host: str, port: int) -> bytes:
+def list_url(spec: Spec, j: int) -> str:
+    prefix = f"{spec.prefix}/p{j:04d}/"
+    if spec.api == "s3":
+        return (
+            f"/{spec.bucket}?list-type=2&prefix={quote(prefix, safe='')}&max-keys={spec.list_page}"
+        )
     return (
-        f"PUT {blob_url(spec, path)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: application/octet-stream\r\nContent-Length: {spec.size}\r\n\r\n"
+        f"{spec.api_prefix}/blobs?prefix={quote(f'{spec.bucket}/{prefix}', safe='')}"
+        f"&limit={spec.list_page}"
+    )
+
+
+def list_expected(spec: Spec, j: int) -> int:
+    return max(0, min(spec.list_page, spec.objects - j * spec.list_page))
+
+
+def count_keys(spec: Spec, body: bytes | bytearray) -> int:
+    return body.count(b"<Key>") if spec.api == "s3" else body.count(b'"path"')
+
+
+def put_head(spec: Spec, key: str, host: str, port: int, size: int) -> bytes:
+    return (
+        f"PUT {object_url(spec, key)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
     ).encode()
 
 
-def get_head(spec: Spec, path: str, host: str, port: int) -> bytes:
-    return f"GET {blob_url(spec, path)} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-
-
-def object_path(spec: Spec, i: int) -> str:
-    return f"{spec.prefix}/{i:06d}"
+def get_head(url: str, host: str, port: int, extra: str = "") -> bytes:
+    return f"GET {url} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
 
 
 class Generator:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.body = memoryview(os.urandom(spec.size))
-        bufsize = SMALL_BUFFER if spec.size <= SMALL_BUFFER else LARGE_BUFFER
+        bufsize = SMALL_BUFFER if spec.op_bytes() <= SMALL_BUFFER else LARGE_BUFFER
         self.targets = spec.targets()
         self.conns = [
             Connection(*self.targets[cid % len(self.targets)], bufsize)
             for cid in range(spec.concurrency)
         ]
         # Per endpoint (the Host header names it), per GET object.
-        self.get_heads = {
-            (host, port): [
-                get_head(spec, object_path(spec, i), host, port) for i in range(spec.objects)
-            ]
-            for host, port in self.targets
-        }
+        self.get_heads: dict[tuple[str, int], list[bytes]] = {}
+        if spec.op == "get":
+            self.get_heads = {
+                (host, port): [
+                    get_head(object_url(spec, object_key(spec, i)), host, port)
+                    for i in range(spec.objects)
+                ]
+                for host, port in self.targets
+            }
 
-    async def put(self, conn: Connection, path: str) -> str | None:
-        """PUT the body; None when answered 201, else what went wrong."""
-        head = put_head(self.spec, path, conn.host, conn.port)
-        if self.spec.size <= COALESCE_BODY_LIMIT:
-            status, _ = await conn.request(head + self.body, None)
+    async def put(self, conn: Connection, key: str, body: memoryview) -> str | None:
+        """PUT the body; None when answered as a first write should be, else what went wrong."""
+        head = put_head(self.spec, key, conn.host, conn.port, len(body))
+        if len(body) <= COALESCE_BODY_LIMIT:
+            status, _ = await conn.request(head + body, None)
         else:
-            status, _ = await conn.request(head, self.body)
-        return None if status == 201 else f"PUT answered {status}"
+            status, _ = await conn.request(head, body)
+        return None if status == self.spec.put_status else f"PUT answered {status}"
 
-    async def get(self, conn: Connection, heads: list[bytes], i: int) -> str | None:
-        """GET object i (`heads`: the GET heads for conn's endpoint); None when answered 200 with
-        the full length, else what went wrong."""
-        status, length = await conn.request(heads[i], None)
-        if status != 200:
-            return f"GET answered {status}"
-        if length != self.spec.size:
-            return f"GET returned {length} bytes, expected {self.spec.size}"
+    async def get(self, conn: Connection, head: bytes, status: int, length: int) -> str | None:
+        got, received = await conn.request(head, None)
+        if got != status:
+            return f"GET answered {got}"
+        if received != length:
+            return f"GET returned {received} bytes, expected {length}"
         return None
+
+    async def list(self, conn: Connection, j: int) -> tuple[str | None, int]:
+        spec = self.spec
+        sink = bytearray()
+        status, received = await conn.request(
+            get_head(list_url(spec, j), conn.host, conn.port), None, sink
+        )
+        if status != 200:
+            return f"LIST answered {status}", received
+        found, want = count_keys(spec, sink), list_expected(spec, j)
+        if found != want:
+            return f"LIST returned {found} keys, expected {want}", received
+        return None, received
 
     async def populate(self) -> tuple[float, Outcome]:
         spec = self.spec
         outcome = Outcome()
         t0 = time.perf_counter()
         next_i = 0
+        body = self.body[: spec.size]
 
         async def filler(conn: Connection) -> None:
             nonlocal next_i
@@ -285,7 +223,7 @@ class Generator:
                 i = next_i
                 next_i += 1
                 try:
-                    problem = await self.put(conn, object_path(spec, i))
+                    problem = await self.put(conn, object_key(spec, i), body)
                 except (OSError, HttpError, ValueError) as exc:
                     problem = f"{type(exc).__name__}: {exc}"
                 if problem is None:
@@ -294,48 +232,81 @@ class Generator:
                     outcome.error(f"populate: {problem}")
             conn.close()
 
+        async def progress() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_SECONDS)
+                rate = next_i / (time.perf_counter() - t0)
+                print(
+                    f"  populating {spec.prefix}: {next_i}/{spec.objects} ({rate:.0f}/s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
         width = max(1, min(spec.populate_concurrency, spec.objects))
         conns = [
             Connection(*self.targets[k % len(self.targets)], SMALL_BUFFER) for k in range(width)
         ]
-        await asyncio.gather(*(filler(c) for c in conns))
+        reporter = asyncio.ensure_future(progress())
+        try:
+            await asyncio.gather(*(filler(c) for c in conns))
+        finally:
+            reporter.cancel()
         return time.perf_counter() - t0, outcome
 
     async def prepare(self) -> dict[str, Any]:
         ready: dict[str, Any] = {"ready": True}
-        if self.spec.op == "get" and self.spec.populate:
+        if self.spec.populate and self.spec.objects > 0:
             seconds, outcome = await self.populate()
             ready["populate_seconds"] = seconds
+            ready["populate_ops"] = outcome.ops
             ready["populate_errors"] = outcome.errors
             ready["populate_error_kinds"] = dict(outcome.error_kinds)
         await asyncio.gather(*(c.connect() for c in self.conns))
         return ready
 
+    async def one(
+        self, cid: int, seq: int, conn: Connection, rng: random.Random
+    ) -> tuple[str | None, int]:
+        """One timed operation: (problem or None, body bytes moved)."""
+        spec = self.spec
+        if spec.op == "put":
+            key = f"{spec.prefix}/c{cid:03d}/{seq:08d}"
+            return await self.put(conn, key, self.body), spec.size
+        k = cid + seq * spec.concurrency
+        if spec.op == "get":
+            head = self.get_heads[conn.host, conn.port][k % spec.objects]
+            return await self.get(conn, head, 200, spec.size), spec.size
+        if spec.op == "range":
+            start = rng.randrange(0, spec.size - spec.range_size + 1)
+            url = object_url(spec, object_key(spec, k % spec.objects))
+            rng_hdr = f"Range: bytes={start}-{start + spec.range_size - 1}\r\n"
+            head = get_head(url, conn.host, conn.port, rng_hdr)
+            return await self.get(conn, head, 206, spec.range_size), spec.range_size
+        return await self.list(conn, k % spec.list_prefixes)
+
     async def worker(self, cid: int, deadline_ns: int, outcome: Outcome) -> None:
         spec = self.spec
         conn = self.conns[cid]
-        heads = self.get_heads[conn.host, conn.port]
+        rng = random.Random(spec.seed * 1000 + cid)
+        step = spec.op_bytes()
         seq = 0
         while True:
             if seq > 0 and (
                 time.perf_counter_ns() >= deadline_ns or outcome.started_bytes >= spec.max_bytes
             ):
                 break
-            outcome.started_bytes += spec.size
+            outcome.started_bytes += step
             t0 = time.perf_counter_ns()
+            moved = 0
             try:
-                if spec.op == "put":
-                    problem = await self.put(conn, f"{spec.prefix}/c{cid:03d}/{seq:08d}")
-                else:
-                    i = (cid + seq * spec.concurrency) % spec.objects
-                    problem = await self.get(conn, heads, i)
+                problem, moved = await self.one(cid, seq, conn, rng)
             except (OSError, HttpError, ValueError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             t1 = time.perf_counter_ns()
             seq += 1
             if problem is None:
                 outcome.ops += 1
-                outcome.bytes += spec.size
+                outcome.bytes += moved
                 outcome.latencies_ns.append(t1 - t0)
             else:
                 outcome.error(problem)
@@ -365,7 +336,7 @@ def cpu_now() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def summarize(spec: Spec, elapsed: float, outcome: Outcome, cpu: float) -> dict[str, Any]:
+def summarize(elapsed: float, outcome: Outcome, cpu: float | None) -> dict[str, Any]:
     lat = sorted(outcome.latencies_ns)
     return {
         "ops": outcome.ops,
@@ -410,7 +381,7 @@ def main() -> int:
         cpu0 = cpu_now()
         elapsed, outcome = runner.run(gen.run())
         cpu = cpu_now() - cpu0
-    emit(summarize(spec, elapsed, outcome, cpu))
+    emit(summarize(elapsed, outcome, cpu))
     return 0
 
 
