@@ -233,7 +233,7 @@ def main(case: Case) -> None:
             s3_etag = strip_etag(client.head_object(Bucket=s3.bucket, Key=path)["ETag"])
             expect_eq(strip_etag(got.header("ETag")), s3_etag, f"GET {path}: ETag")
             expect_eq(got.header("X-Amberio-Generation"), "1", f"GET {path}: generation")
-        head_resp = expect_status(scan[1].api.head(key), 200, f"HEAD {key}")
+        head_resp = expect_status(scan.nodes[-1].api.head(key), 200, f"HEAD {key}")
         expect_eq(head_resp.header("Content-Length"), str(SIZE), f"HEAD {key}")
         expect_eq(strip_etag(head_resp.header("ETag")), multipart_etag, f"HEAD {key}: ETag")
         stream_get(entry, key, 50 * MiB - 7, 58 * MiB + 7)
