@@ -15,7 +15,11 @@ prefix, credentials}}` (layout `mirror`, the S3 default):
   byte-exact and rematerializes exactly those two part files (`part.<no:08>.<sha256>`) on the
   serving replica; a whole GET is byte-exact and brings back every part file;
 - a second PUT of the path replaces the mirror object (new ETag in the head, new bytes in S3);
-- a DELETE (tombstone) removes the archived object; GET answers 404.
+- a DELETE (tombstone) removes the archived object; GET answers 404;
+- a path with spaces, `+`, `%` and UTF-8 is archived at exactly `<prefix>/<path>` and read back
+  from S3 after its local parts are removed;
+- the archived object deleted, or replaced, behind Amberio's back (local parts removed): GET
+  answers 503 naming the `s3://` URL, and no part file is materialized.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ PART_SIZE = 100_000
 PATH = "cases/012/through.bin"
 BODY = pattern_bytes(350_000, 121)  # parts of 100000, 100000, 100000, 50000
 BODY2 = pattern_bytes(123_457, 122)
+ODD_PATH = "cases/012/späce name+plus%25.bin"
 
 
 def part_file_names(body: bytes) -> dict[int, str]:
@@ -66,13 +71,15 @@ def main(case: Case) -> None:
         via = replicas[0]  # a replica serves (and rematerializes) the reads below
         slot = via.api.slot_of(PATH)
 
-        def heads(expected_generation: int) -> dict[Node, dict[str, Any]]:
+        def heads(expected_generation: int, path: str = PATH) -> dict[Node, dict[str, Any]]:
+            """The meta heads of `path` on every replica, once each has committed it."""
             found: dict[Node, dict[str, Any]] = {}
-            for node in replicas:
+            slot_ = via.api.slot_of(path)
+            for node in cluster.replicas_of(path):
 
                 def committed(node: Node = node) -> dict[str, Any]:
                     # W replicas answered the PUT; the last one may commit a moment later.
-                    resp = expect_status(node.api.internal_head(slot, PATH), 200, f"{node} head")
+                    resp = expect_status(node.api.internal_head(slot_, path), 200, f"{node} head")
                     meta = resp.json().get("meta")
                     check(
                         isinstance(meta, dict) and meta.get("generation") == expected_generation,
@@ -142,6 +149,39 @@ def main(case: Case) -> None:
             check(listed.get("KeyCount", 0) == 0, f"S3 still lists {key}: {listed.get('Contents')}")
 
         eventually(gone, 10.0)
+
+        def drop_local(path: str) -> None:
+            for node in cluster.nodes:
+                shutil.rmtree(node.slot_dir(via.api.slot_of(path)) / "blobs" / path, True)
+
+        case.step(f"a path with spaces, '+', '%' and UTF-8: {ODD_PATH!r}")
+        resp = expect_status(via.api.put(ODD_PATH, BODY2), 201, f"PUT {ODD_PATH!r}")
+        heads(resp.json()["generation"], ODD_PATH)  # every replica holds it before the rmtree
+        obj = client.get_object(Bucket=s3.bucket, Key=f"{prefix}/{ODD_PATH}")
+        check(obj["Body"].read() == BODY2, f"S3 object {prefix}/{ODD_PATH!r} differs")
+        drop_local(ODD_PATH)
+        got = expect_status(via.api.get(ODD_PATH), 200, f"GET {ODD_PATH!r} from S3")
+        check(got.body == BODY2, f"GET {ODD_PATH!r}: bytes differ")
+
+        for label, damage in (
+            ("deleted", lambda k: client.delete_object(Bucket=s3.bucket, Key=k)),
+            ("replaced", lambda k: client.put_object(Bucket=s3.bucket, Key=k, Body=b"other")),
+        ):
+            path = f"cases/012/{label}.bin"
+            case.step(f"the archived object {label} behind Amberio's back: GET answers 503")
+            resp = expect_status(via.api.put(path, BODY), 201, f"PUT {path}")
+            heads(resp.json()["generation"], path)
+            damage(f"{prefix}/{path}")
+            drop_local(path)
+            resp = expect_status(via.api.get(path, "bytes=0-99"), 503, f"GET {path}")
+            message = str(resp.json().get("error"))
+            url = f"s3://{s3.bucket}/{prefix}/{path}"
+            check(url in message, f"GET {path}: the error does not name {url}: {message}")
+            case.note(f"GET of the {label} object: 503 {message}")
+            for node in cluster.nodes:
+                blob_dir = node.slot_dir(via.api.slot_of(path)) / "blobs" / path
+                files = sorted(p.name for p in blob_dir.rglob("part.*"))
+                expect_eq(files, [], f"{node}: part files of {path} after the failed GET")
     finally:
         s3.delete_prefix(prefix)
 
