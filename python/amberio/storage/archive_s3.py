@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import os
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from amberio.config import ArchiveS3Config
@@ -47,6 +49,17 @@ UPLOAD_CONCURRENCY = 4
 """S3 parts of one blob in flight at once."""
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+IO_THREADS = 32
+"""Threads for boto3's blocking calls (as many as its connection pool): archive traffic has
+its own pool, so uploads of large blobs never make reads (or anything else run in the event
+loop's default executor) wait for a thread."""
+_POOL = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="amberio-s3")
+T = TypeVar("T")
+
+
+async def _in_pool(fn: Callable[..., T], /, *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(fn, *args))
 
 
 def s3_part_size(size: int) -> int:
@@ -191,7 +204,7 @@ class S3Archive(ArchiveStore):
         if etag:
             request["IfMatch"] = etag if etag.startswith('"') else f'"{etag}"'
         try:
-            answer = await asyncio.to_thread(lambda: self.client.get_object(**request))
+            answer = await _in_pool(lambda: self.client.get_object(**request))
         except Exception as exc:
             raise self._error(url, exc) from None
         body = answer["Body"]
@@ -200,7 +213,7 @@ class S3Archive(ArchiveStore):
             _check_range(url, answer, start, size)
             while received < length:
                 try:
-                    chunk = await asyncio.to_thread(body.read, min(CHUNK, length - received))
+                    chunk = await _in_pool(body.read, min(CHUNK, length - received))
                 except Exception as exc:
                     raise self._error(url, exc) from None
                 if not chunk:
@@ -217,7 +230,7 @@ class S3Archive(ArchiveStore):
     async def write_files(self, key: str, files: list[str], size: int) -> str | None:
         url = self.url_for(key)
         try:
-            sized = await asyncio.to_thread(lambda: [(n, os.path.getsize(n)) for n in files])
+            sized = await _in_pool(lambda: [(n, os.path.getsize(n)) for n in files])
         except OSError as exc:
             raise ArchiveUnavailable(f"archive write of {url}: {exc}") from None
         found = sum(s for _, s in sized)
@@ -227,7 +240,7 @@ class S3Archive(ArchiveStore):
             )
         try:
             if size < MULTIPART_THRESHOLD:
-                answer = await asyncio.to_thread(self._put, key, sized, size)
+                answer = await _in_pool(self._put, key, sized, size)
             else:
                 answer = await self._multipart(key, sized, size, url)
         except ArchiveUnavailable:
@@ -267,7 +280,7 @@ class S3Archive(ArchiveStore):
     async def _multipart(
         self, key: str, files: list[tuple[str, int]], size: int, url: str
     ) -> dict[str, Any]:
-        created = await asyncio.to_thread(
+        created = await _in_pool(
             lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
         )
         upload_id = str(created["UploadId"])
@@ -279,14 +292,12 @@ class S3Archive(ArchiveStore):
 
         async def one(number: int, start: int, n: int) -> dict[str, Any]:
             async with gate:
-                return await asyncio.to_thread(
-                    self._upload_part, key, upload_id, number, files, start, n
-                )
+                return await _in_pool(self._upload_part, key, upload_id, number, files, start, n)
 
         tasks = [asyncio.ensure_future(one(*s)) for s in slices]
         try:
             parts = await asyncio.gather(*tasks)
-            answer: dict[str, Any] = await asyncio.to_thread(
+            answer: dict[str, Any] = await _in_pool(
                 lambda: self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
@@ -300,7 +311,7 @@ class S3Archive(ArchiveStore):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(
+                await _in_pool(
                     lambda: self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=key, UploadId=upload_id
                     )
@@ -309,7 +320,7 @@ class S3Archive(ArchiveStore):
 
     async def delete(self, key: str) -> None:
         try:
-            await asyncio.to_thread(lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+            await _in_pool(lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
         except Exception as exc:
             raise ArchiveUnavailable(
                 f"archive delete of {self.url_for(key)} failed: {exc}"
