@@ -207,6 +207,11 @@ def test_arguments_quick_and_full() -> None:
     assert full.only == ["put *", "get *"]
     assert full.systems == ["amberio", "seaweedfs", "raw"] and full.apis == ["native", "s3"]
     assert full.disk_budget > 0
+    cluster = cli.resolve(cli.build_parser().parse_args(["--nodes", "3"]))
+    assert cluster.list_objects == cli.CLUSTER_LIST_OBJECTS
+    assert (
+        cli.resolve(cli.build_parser().parse_args(["--nodes", "3", "--quick"])).list_objects == 3000
+    )
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["--systems", "minio"])
     with pytest.raises(SystemExit):
