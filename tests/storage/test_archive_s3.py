@@ -333,3 +333,66 @@ def test_archives_pick_credentials_by_bucket(s3: S3Service, prefix: str) -> None
         assert other.client.meta.endpoint_url == s3.endpoint  # type: ignore[attr-defined]
     finally:
         asyncio.run(archives.close())
+
+
+def test_init_scan_pages_through_a_seaweedfs_listing(
+    s3: S3Service,
+    prefix: str,
+    tmp_path: Path,
+    executor: ThreadPoolExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from amberio.config import InitScanConfig, InitScanS3Config
+    from amberio.storage.init_scan import run_init_scan
+
+    raw = s3.client()
+    bodies = {f"{prefix}/scan/{i:02}.bin": pattern(500 + i, seed=40 + i) for i in range(5)}
+    for key, body in bodies.items():
+        raw.put_object(Bucket=s3.bucket, Key=key, Body=body)
+    raw.put_object(Bucket=s3.bucket, Key=f"{prefix}/scan/dir/", Body=b"")  # a folder marker
+    calls: list[dict[str, Any]] = []
+    connect = S3Archive.connect
+
+    def small_pages(bucket: str, cfg: ArchiveS3Config | None) -> S3Archive:
+        store_ = connect(bucket, cfg)
+        listing = store_.client.list_objects_v2
+
+        def paged(**request: Any) -> Any:
+            calls.append(request)
+            return listing(MaxKeys=2, **request)
+
+        store_.client.list_objects_v2 = paged
+        return store_
+
+    monkeypatch.setattr(S3Archive, "connect", staticmethod(small_pages))
+    node = Node(tmp_path / "disk", executor, config(s3, prefix))
+    scan = InitScanConfig(s3=InitScanS3Config(bucket=s3.bucket, prefix=f"{prefix}/scan/"))
+
+    def run() -> Any:
+        return asyncio.run(
+            run_init_scan(
+                scan,
+                disks=[node.disk],
+                slot_of=node.slot_of,
+                holds=lambda _s: True,
+                part_size=PART,
+                archive=node.archive_config,
+            )
+        )
+
+    try:
+        counts = run()
+        assert (counts.seen, counts.imported, counts.malformed) == (6, 5, 1)
+        assert len(calls) == 3 and all("ContinuationToken" in c for c in calls[1:])
+        for key, body in bodies.items():
+            doc = node.head(key).document
+            assert doc["archive_url"] == f"s3://{s3.bucket}/{key}"
+            assert doc["etag"] == doc["archive_etag"] == hashlib.md5(body).hexdigest()
+            assert node.read(key, "bytes=100-199") == body[100:200]
+        raw.put_object(Bucket=s3.bucket, Key=f"{prefix}/scan/01.bin", Body=b"changed")
+        again = run()
+        assert (again.imported, again.unchanged) == (1, 4)
+        assert node.head(f"{prefix}/scan/01.bin").generation == 2
+        assert node.read(f"{prefix}/scan/01.bin") == b"changed"
+    finally:
+        node.close()
