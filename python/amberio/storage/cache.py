@@ -53,6 +53,8 @@ SERVE_GUARD_SECONDS = 60.0
 """A peer copying a part waits at most this long for it (then it tries another source)."""
 RECOUNT_SECONDS = 600.0
 START_DELAY_SECONDS = 2.0
+MAX_BLOBS_PER_TRANSACTION = 256
+"""Blobs evicted per slot transaction (the slot's writers wait for it)."""
 WAKE_DELAY_SECONDS = 0.5
 """After a write crosses the limit, wait this long so a burst of writes makes one pass."""
 MIN_PASS_INTERVAL_SECONDS = 5.0
@@ -233,26 +235,33 @@ class LocalCache:
     def _evict_disk(self, disk: str, scan: _DiskScan, stats: EvictionStats) -> int:
         total = scan.part_bytes
         before, parts_before, blobs_before = stats.bytes, stats.parts, stats.blobs
-        for candidate in sorted(scan.candidates, key=lambda c: c.last_read):
-            if total <= self.low_water:
-                break
-            if self._busy(candidate.key):
-                continue  # being read, or read a moment ago
-            # The blob's last parts first: a later read of its start stays local.
-            chosen: list[_PartFile] = []
+        queue = sorted(scan.candidates, key=lambda c: c.last_read)
+        while total > self.low_water and queue:
+            # Choose, least recently read first, what brings the disk to the low-water mark;
+            # then evict it slot by slot, one transaction per slot (a commit costs an fsync).
+            chosen: dict[int, list[tuple[BlobKey, list[_PartFile]]]] = {}
             excess = total - self.low_water
-            for part in sorted(candidate.parts, key=lambda p: p.part_no, reverse=True):
-                if excess <= 0:
-                    break
-                chosen.append(part)
-                excess -= part.size
-            freed = self._evict(candidate.key, chosen)
-            if freed is None:
-                continue
-            total -= freed
-            stats.parts += len(chosen)
-            stats.bytes += freed
-            stats.blobs += 1
+            while excess > 0 and queue:
+                candidate = queue.pop(0)
+                if self._busy(candidate.key):
+                    continue  # being read, or read a moment ago
+                # The blob's last parts first: a later read of its start stays local.
+                parts: list[_PartFile] = []
+                for part in sorted(candidate.parts, key=lambda p: p.part_no, reverse=True):
+                    if excess <= 0:
+                        break
+                    parts.append(part)
+                    excess -= part.size
+                chosen.setdefault(candidate.key[0], []).append((candidate.key, parts))
+            for slot_id, blobs in chosen.items():
+                for start in range(0, len(blobs), MAX_BLOBS_PER_TRANSACTION):
+                    batch = blobs[start : start + MAX_BLOBS_PER_TRANSACTION]
+                    for _key, parts in self._evict_slot(slot_id, batch):
+                        freed = sum(p.size for p in parts)
+                        total -= freed
+                        stats.parts += len(parts)
+                        stats.bytes += freed
+                        stats.blobs += 1
         if total > self.max_bytes:
             log.warning(
                 "cache: disk %s holds %d part bytes, over cache.max_bytes %d: the rest is not "
@@ -285,52 +294,53 @@ class LocalCache:
         sent = self._serving.get(key)
         return sent is not None and now - sent < self.serve_guard_seconds
 
-    def _evict(self, key: BlobKey, parts: list[_PartFile]) -> int | None:
-        """Delete the part rows, move `part_index_state` back, then unlink the files.
-        Returns the bytes freed, or None when the blob is no longer evictable."""
-        slot_id, blob_path, generation = key
+    def _evict_slot(
+        self, slot_id: int, blobs: list[tuple[BlobKey, list[_PartFile]]]
+    ) -> list[tuple[BlobKey, list[_PartFile]]]:
+        """Delete the part rows and move `part_index_state` back for `blobs` of one slot, in
+        one transaction, then unlink the files. Returns the blobs evicted: a blob whose head
+        changed since the scan (a newer generation, a tombstone) is left alone."""
         db = self.slots.db(slot_id)
+        evicted: list[tuple[BlobKey, list[_PartFile]]] = []
         with db._write_lock:
-            head = db.read_head(blob_path)
-            if head is None or head.head_kind != "meta" or head.generation != generation:
-                return None  # a newer head arrived since the scan
-            url = head.meta().archive_url
-            if not url:
-                return None
             conn = db._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for part in parts:
-                    conn.execute(
+                for key, parts in blobs:
+                    _slot, blob_path, generation = key
+                    head = db.read_head(blob_path)
+                    if head is None or head.head_kind != "meta" or head.generation != generation:
+                        continue
+                    url = head.meta().archive_url
+                    if not url:
+                        continue
+                    conn.executemany(
                         "DELETE FROM file_entries WHERE id = ? AND slot_id = ? AND "
                         "file_kind = 'part'",
-                        (part.row_id, slot_id),
+                        [(part.row_id, slot_id) for part in parts],
                     )
-                left = conn.execute(
-                    "SELECT COUNT(*) FROM file_entries WHERE slot_id = ? AND blob_path = ? AND "
-                    "generation = ? AND file_kind = 'part'",
-                    (slot_id, blob_path, generation),
-                ).fetchone()[0]
-                _downgrade_state(db, head, url, "partial" if left else "none")
+                    left = conn.execute(
+                        "SELECT COUNT(*) FROM file_entries WHERE slot_id = ? AND blob_path = ? "
+                        "AND generation = ? AND file_kind = 'part'",
+                        (slot_id, blob_path, generation),
+                    ).fetchone()[0]
+                    _downgrade_state(db, head, url, "partial" if left else "none")
+                    evicted.append((key, parts))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        freed = 0
-        for part in parts:
-            try:
-                os.unlink(part.path)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:  # the row is gone: GC removes the file after its grace
-                log.warning("cache: could not remove %s: %s", part.path, exc)
-                continue
-            freed += part.size
-        log.debug(
-            "cache: evicted %d part(s) of %r generation %d", len(parts), blob_path, generation
-        )
-        return freed
+        for key, parts in evicted:
+            for part in parts:
+                try:
+                    os.unlink(part.path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:  # the row is gone: GC removes the file after its grace
+                    log.warning("cache: could not remove %s: %s", part.path, exc)
+            log.debug("cache: evicted %d part(s) of %r generation %d", len(parts), key[1], key[2])
+        return evicted
 
     # ---- the background task ------------------------------------------------------------
 
