@@ -7,8 +7,9 @@ of the limit, so one eviction makes room for many writes). What is never evicted
 
 - parts of a blob without `archive_url` (they may exist nowhere else but on the replicas);
 - parts of generations that are not the path's winning head (GC's business, §9);
-- parts of a blob read within the last `read_guard_seconds` (a read in progress touches its
-  blob at every chunk, so a streaming response never loses its parts under it);
+- parts of a blob read by a client within the last `read_guard_seconds` (a read in progress
+  touches its blob at every chunk, so a streaming response never loses its parts under it),
+  or sent to a peer within the last `serve_guard_seconds`;
 - parts being written: they have no row until their head or part row commits;
 - heads: only part rows and files go.
 
@@ -17,8 +18,9 @@ An eviction deletes the part rows and moves `part_index_state` back (`complete` 
 finds the parts missing and brings them back by read-through from the archive (§10.3),
 which writes them with their rows again and moves the state forward.
 
-Cost on the hot path: a read records `time.time()` for its blob (slot, path, generation) in
-a dict at each chunk; no SQLite write. After a restart the part files' mtime (write or
+Cost on the hot path: a client read records `time.time()` for its blob (slot, path,
+generation) in a dict at each chunk; no SQLite write. Parts sent to peers are recorded in
+another dict: they guard the parts but do not make the blob recent. After a restart the part files' mtime (write or
 materialization time) stands in for blobs not read since. Part bytes per disk are known
 exactly after each pass (a walk of the slot databases: part rows' sizes, and `stat` of the
 candidates' files for their mtime); between passes, stored parts add to an estimate, and
@@ -34,6 +36,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -235,14 +238,14 @@ class LocalCache:
     def _evict_disk(self, disk: str, scan: _DiskScan, stats: EvictionStats) -> int:
         total = scan.part_bytes
         before, parts_before, blobs_before = stats.bytes, stats.parts, stats.blobs
-        queue = sorted(scan.candidates, key=lambda c: c.last_read)
+        queue = deque(sorted(scan.candidates, key=lambda c: c.last_read))
         while total > self.low_water and queue:
             # Choose, least recently read first, what brings the disk to the low-water mark;
             # then evict it slot by slot, one transaction per slot (a commit costs an fsync).
             chosen: dict[int, list[tuple[BlobKey, list[_PartFile]]]] = {}
             excess = total - self.low_water
             while excess > 0 and queue:
-                candidate = queue.pop(0)
+                candidate = queue.popleft()
                 if self._busy(candidate.key):
                     continue  # being read, or read a moment ago
                 # The blob's last parts first: a later read of its start stays local.
