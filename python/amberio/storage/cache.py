@@ -20,11 +20,11 @@ which writes them with their rows again and moves the state forward.
 
 Cost on the hot path: a client read records `time.time()` for its blob (slot, path,
 generation) in a dict at each chunk; no SQLite write. Parts sent to peers are recorded in
-another dict: they guard the parts but do not make the blob recent. After a restart the part files' mtime (write or
-materialization time) stands in for blobs not read since. Part bytes per disk are known
-exactly after each pass (a walk of the slot databases: part rows' sizes, and `stat` of the
-candidates' files for their mtime); between passes, stored parts add to an estimate, and
-the estimate crossing the limit wakes the evictor. A full pass also runs every
+another dict: they guard the parts but do not make the blob recent. After a restart the part
+files' mtime (write or materialization time) stands in for blobs not read since. Part bytes
+per disk are known exactly after each pass (a walk of the slot databases: part rows' sizes,
+and `stat` of the candidates' files for their mtime); between passes, stored parts add to an
+estimate, and the estimate crossing the limit wakes the evictor. A full pass also runs every
 `recount_seconds` to correct drift (GC, quarantine, other tools).
 """
 
