@@ -11,8 +11,8 @@ redis://host:port/db/key`) is inserted straight into SQLite. Then:
   `g.1/part.<no:08>.<sha256>` with the right SHA-256, and its head says `partial`;
 - the Redis key is deleted: the same range is still served (from the local parts), while a
   range of a part never fetched answers 503 naming the URL;
-- bad archive URLs (unknown scheme, short object) answer 503 naming the URL, and nothing is
-  materialized from them.
+- bad archive URLs (unknown scheme, short object, even for the parts it covers) answer 503
+  naming the URL, and nothing is materialized from them.
 """
 
 from __future__ import annotations
@@ -208,8 +208,10 @@ def main(case: Case) -> None:
             expect_503_naming(server, PATH_SHORT, "bytes=-10", surl, "short archive object")
             for node in cluster.replicas_of(PATH_SHORT):
                 expect_eq(part_rows(node, short_slot, PATH_SHORT), {}, "rows after a short object")
-            # Parts the short object does cover are fine.
-            check_range(server, PATH_SHORT, BODY, 0, 99, f"GET {PATH_SHORT} bytes=0-99")
+            # A short object is not the blob: even the parts it covers are refused.
+            expect_503_naming(server, PATH_SHORT, "bytes=0-99", surl, "short archive object")
+            for node in cluster.replicas_of(PATH_SHORT):
+                expect_eq(part_rows(node, short_slot, PATH_SHORT), {}, "rows after a short object")
 
         case.soft("unknown scheme", bad_scheme)
         case.soft("short object", short)
