@@ -254,6 +254,10 @@ def test_write_through_read_fallback_and_bad_sources(
             "00000003",
         ]
         assert node.read("s3/blob.bin") == data
+        node.put("s3/empty", b"")  # an empty blob is an empty object
+        assert node.head("s3/empty").document["archive_etag"] == hashlib.md5(b"").hexdigest()
+        empty = raw.get_object(Bucket=s3.bucket, Key=f"{prefix}/s3/empty")
+        assert empty["ContentLength"] == 0 and node.read("s3/empty") == b""
 
         # Bad sources (issue 4): 503 naming the URL, nothing materialized.
         raw.put_object(Bucket=s3.bucket, Key=f"{prefix}/short", Body=data[:-1])
