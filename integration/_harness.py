@@ -6,7 +6,8 @@ builds the `amberio` executable, gives the case a temp folder and a port allocat
 stops real nodes (`amberio server --config <file> --current-node <id>`), and turns the outcome into
 an exit status: 0 pass, 1 fail (with a clear message and the tail of every node's log), 77 skip.
 
-Only the standard library, plus redis-py for the reachability check and key clean-up.
+Only the standard library, plus redis-py for the reachability check and key clean-up, and boto3
+for the S3 archive cases (`S3Target`, from `AMBERIO_S3_*`).
 """
 
 from __future__ import annotations
