@@ -49,8 +49,14 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"unit-{uuid.uuid4().hex[:12]}"
+def prefix(s3: S3Service) -> Iterator[str]:
+    """A key prefix of its own in the (maybe shared) bucket, emptied afterwards."""
+    name = f"unit-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = s3.client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=name):
+        for item in page.get("Contents") or []:
+            client.delete_object(Bucket=s3.bucket, Key=item["Key"])
 
 
 def config(s3: S3Service, prefix: str, layout: str | None = None) -> ArchiveConfig:
