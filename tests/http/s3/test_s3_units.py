@@ -189,12 +189,41 @@ def test_continuation_tokens_round_trip_and_garbage_is_refused() -> None:
 
 def test_part_runs_and_spans() -> None:
     runs = meta.part_runs([5, 5, 5, 2])
-    assert runs == [[5, 3], [2, 1]]
-    assert meta.part_span(runs, 1) == (0, 5, 4)
-    assert meta.part_span(runs, 3) == (10, 5, 4)
-    assert meta.part_span(runs, 4) == (15, 2, 4)
-    assert meta.part_span(runs, 5) == (0, 0, 4)
+    assert runs == [[5, 3, 1, 0], [2, 1, 4, 15]]
+    legacy = [[5, 3], [2, 1]]  # heads written before runs carried their first part and offset
+    for form in (runs, legacy):
+        assert meta.part_span(form, 1) == (0, 5, 4)
+        assert meta.part_span(form, 3) == (10, 5, 4)
+        assert meta.part_span(form, 4) == (15, 2, 4)
+        assert meta.part_span(form, 5) == (0, 0, 4)
     assert meta.part_span("junk", 1) is None
+    assert meta.part_span([[5, 1, 1, 0], "junk", [2, 1, 3, 10]], 2) is None
+    assert meta.part_span([], 1) is None
+
+
+def test_part_span_is_a_bisection_over_the_runs() -> None:
+    """GetObject partNumber on an object of 10,000 parts of varying sizes (every run one part
+    long) looks at O(log parts) runs, not all of them."""
+    sizes = [5 * 1024 * 1024 + (n % 2) for n in range(10_000)]
+    runs = meta.part_runs(sizes)
+    assert len(runs) == 10_000
+
+    class Counting(list[list[int]]):
+        touched = 0
+
+        def __getitem__(self, index: Any) -> Any:
+            Counting.touched += 1
+            return super().__getitem__(index)
+
+        def __iter__(self) -> Any:
+            raise AssertionError("part_span must not walk every run")
+
+    counted = Counting(runs)
+    for number in (1, 2, 5_000, 9_999, 10_000):
+        Counting.touched = 0
+        offset, size, total = meta.part_span(counted, number) or (0, 0, 0)
+        assert (offset, size, total) == (sum(sizes[: number - 1]), sizes[number - 1], 10_000)
+        assert Counting.touched <= 40
 
 
 def test_etag_matching() -> None:

@@ -11,6 +11,7 @@ Content-Type is the head's own `content_type`.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import email.utils
 from dataclasses import dataclass, field
@@ -162,19 +163,48 @@ def etag_matches(header: str, etag: str) -> bool:
 
 
 def part_runs(sizes: list[int]) -> list[list[int]]:
+    """Run-length part sizes of a multipart object: `[size, count, first part, offset]`
+    each, so `part_span` finds a part by bisection."""
     runs: list[list[int]] = []
-    for size in sizes:
+    offset = 0
+    for number, size in enumerate(sizes, start=1):
         if runs and runs[-1][0] == size:
             runs[-1][1] += 1
         else:
-            runs.append([size, 1])
+            runs.append([size, 1, number, offset])
+        offset += size
     return runs
 
 
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("not a run")
+    return value
+
+
 def part_span(runs: object, part_number: int) -> tuple[int, int, int] | None:
-    """(offset, size, part count) of part `part_number` (1-based) of a multipart object."""
-    if not isinstance(runs, list):
+    """(offset, size, part count) of part `part_number` (1-based) of a multipart object;
+    size 0 when there is no such part, None when `runs` is unreadable. O(log runs)."""
+    if not isinstance(runs, list) or not runs:
         return None
+    if all(isinstance(r, list) and len(r) == 2 for r in (runs[0], runs[-1])):
+        return _legacy_part_span(runs, part_number)
+    try:
+        size, count, first, _ = (_int(v) for v in runs[-1])
+        total = first + count - 1
+        if not 1 <= part_number <= total:
+            return (0, 0, total)
+        index = bisect.bisect_right(runs, part_number, key=lambda run: _int(run[2])) - 1
+        size, count, first, offset = (_int(v) for v in runs[index])
+    except (ValueError, TypeError, IndexError):
+        return None
+    if count < 1 or not first <= part_number < first + count:
+        return None
+    return (offset + (part_number - first) * size, size, total)
+
+
+def _legacy_part_span(runs: list[object], part_number: int) -> tuple[int, int, int] | None:
+    """`part_span` of runs written before they carried their first part and offset."""
     offset = 0
     index = 0
     total = 0
