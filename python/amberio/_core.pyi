@@ -97,7 +97,7 @@ class PartWriter:
         final_dir: str,
         tmp_dir: str,
         part_size: int,
-        flush_bytes: int = 1048576,
+        flush_bytes: int = 262144,
         first_part_no: int = 0,
     ) -> Self: ...
     def feed(self, data: bytes) -> bool:

@@ -242,7 +242,7 @@ struct PyPartWriter {
 #[pymethods]
 impl PyPartWriter {
     #[new]
-    #[pyo3(signature = (final_dir, tmp_dir, part_size, flush_bytes = 1048576, first_part_no = 0))]
+    #[pyo3(signature = (final_dir, tmp_dir, part_size, flush_bytes = 262144, first_part_no = 0))]
     fn new(
         final_dir: PathBuf,
         tmp_dir: PathBuf,
