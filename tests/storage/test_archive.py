@@ -540,3 +540,22 @@ def test_init_scan_from_an_s3_bucket(
         assert scan().imported == 0
     finally:
         plain.close()
+
+
+def test_archive_range_refuses_an_object_that_is_not_the_blob(
+    archived: Node, rclient: redis.Redis
+) -> None:
+    data = pattern(3 * PART + 5, seed=7)
+    result = archived.put("proxy/blob.bin", data)
+    url = archived.head("proxy/blob.bin").document["archive_url"]
+
+    async def read(store: BlobStore, size: int) -> bytes:
+        parts = [c async for c in store.archive_range(url, PART, 2 * PART, None, size)]
+        return b"".join(parts)
+
+    assert archived.run(lambda store: read(store, len(data))) == data[PART : 2 * PART]
+    key = url.split("/", 4)[4]
+    rclient.append(key, b"newer bytes")  # the key now holds some other blob
+    with pytest.raises(Unavailable, match="redis://"):
+        archived.run(lambda store: read(store, len(data)))
+    assert result.generation == 1

@@ -210,7 +210,11 @@ class ReadPath(QuorumBase):
                 end = min((part_no + 1) * part_size, plan.start + plan.length)
                 etag = plan.head.document.get("archive_etag")
                 async for piece in self.blobs.archive_range(
-                    plan.meta.archive_url, offset, end, etag if isinstance(etag, str) else None
+                    plan.meta.archive_url,
+                    offset,
+                    end,
+                    etag if isinstance(etag, str) else None,
+                    plan.meta.size_bytes,
                 ):
                     remaining -= len(piece)
                     offset += len(piece)

@@ -341,12 +341,13 @@ class BlobStore:
                 yield chunk
 
     def archive_range(
-        self, url: str, start: int, end: int, etag: str | None = None
+        self, url: str, start: int, end: int, etag: str | None, size: int
     ) -> AsyncIterator[bytes]:
         """Bytes [start, end) of the archived blob at `url` (a node that holds no replica
-        of the slot serves parts nobody has fetched yet this way)."""
+        of the slot serves parts nobody has fetched yet this way). An archived object that
+        is not `size` bytes is not the blob its head describes: refused, like read-through."""
         store, key = (self.archive or _READ_ONLY_ARCHIVES).store_for(url)
-        return store.read_range(key, start, end - start, url, etag)
+        return store.read_range(key, start, end - start, url, etag, size=size)
 
     def write_record_for(self, head: Head) -> WriteRecord | None:
         """The idempotency record of a head: derived from the head itself, so it travels
