@@ -561,8 +561,11 @@ class BlobStore:
                 f"stored bytes of {blob_path!r} failed verification and no other copy is available"
             ) from None
         except FileNotFoundError as exc:
+            # The file's path is for the operator's log, not for the client's error message.
+            log.warning("a part file of %r is missing: %s", blob_path, exc.filename)
             raise Unavailable(
-                f"a part file of {blob_path!r} is missing on node {self.node_id}: {exc.filename}"
+                f"a part file of {blob_path!r} generation {generation} is missing on node "
+                f"{self.node_id}"
             ) from None
 
     # ---- internal API: one part or one head at a time (node to node) -----------------
