@@ -6,6 +6,7 @@ import base64
 import binascii
 import datetime
 import email.utils
+import functools
 from typing import TYPE_CHECKING
 
 from amberio.cluster.liveness import node_statuses
@@ -137,8 +138,11 @@ def _read_headers(plan: ReadPlan) -> list[tuple[str, str]]:
     return headers
 
 
+@functools.lru_cache(maxsize=4096)
 def http_date(rfc3339: str) -> str | None:
-    """RFC 3339 (as heads store it) to an HTTP-date; None when it cannot be parsed."""
+    """RFC 3339 (as heads store it) to an HTTP-date; None when it cannot be parsed.
+
+    Cached: a GET of a small blob otherwise spends ~1.5 % of its time here."""
     if not rfc3339:
         return None
     try:
