@@ -1,4 +1,8 @@
-"""Streaming checksums S3 clients send: Content-MD5 and `x-amz-checksum-{crc32,crc32c,sha1,sha256}`.
+"""Streaming checksums S3 clients send: Content-MD5 and
+`x-amz-checksum-{crc32,crc32c,sha1,sha256,sha512,md5}`.
+
+CRC64NVME and the XXHASH family (which S3 and botocore also name) answer 501: they need a
+native implementation (no byte is checksummed in a Python loop here).
 
 MD5/SHA come from hashlib and CRC32 from zlib. CRC32C comes from the Rust core, which gives
 the CRC32C of every 64 KiB block (`amberio.core.block_crc32c`); the whole-stream value is
@@ -16,14 +20,23 @@ import zlib
 from typing import Final, Protocol
 
 from amberio.core import BLOCK_SIZE, block_crc32c
+from amberio.http.s3.errors import S3Error, not_implemented
 
-ALGORITHMS: Final = ("crc32", "crc32c", "sha1", "sha256")
+ALGORITHMS: Final = ("crc32", "crc32c", "sha1", "sha256", "sha512", "md5")
 """`x-amz-checksum-<name>` algorithms we verify, in their header spelling."""
-KNOWN_UNSUPPORTED: Final = ("crc64nvme",)
+KNOWN_UNSUPPORTED: Final = ("crc64nvme", "xxhash64", "xxhash3", "xxhash128")
+"""Algorithms S3 has that we do not verify: 501 NotImplemented, never silently ignored."""
 FULL_OBJECT_ALGORITHMS: Final = ("crc32", "crc32c")
 """Algorithms whose multipart checksum can be of the whole object (CRCs combine)."""
-DIGEST_SIZES: Final = {"crc32": 4, "crc32c": 4, "sha1": 20, "sha256": 32}
-XML_NAMES: Final = {"crc32": "CRC32", "crc32c": "CRC32C", "sha1": "SHA1", "sha256": "SHA256"}
+DIGEST_SIZES: Final = {"crc32": 4, "crc32c": 4, "sha1": 20, "sha256": 32, "sha512": 64, "md5": 16}
+XML_NAMES: Final = {
+    "crc32": "CRC32",
+    "crc32c": "CRC32C",
+    "sha1": "SHA1",
+    "sha256": "SHA256",
+    "sha512": "SHA512",
+    "md5": "MD5",
+}
 
 
 class CrcMath:
@@ -151,9 +164,24 @@ def new_hasher(algorithm: str) -> Hasher:
         return hashlib.sha1()
     if algorithm == "sha256":
         return hashlib.sha256()
+    if algorithm == "sha512":
+        return hashlib.sha512()
     if algorithm == "md5":
         return hashlib.md5()
     raise ValueError(f"unknown checksum algorithm {algorithm!r}")
+
+
+def parse_algorithm(value: str | None) -> str | None:
+    """The algorithm of an `x-amz-checksum-algorithm` header (CreateMultipartUpload,
+    CopyObject) in header spelling; 501 for S3's algorithms we lack, 400 for unknown ones."""
+    if value is None:
+        return None
+    algorithm = value.strip().lower()
+    if algorithm in KNOWN_UNSUPPORTED:
+        raise not_implemented(f"the {algorithm.upper()} checksum")
+    if algorithm not in ALGORITHMS:
+        raise S3Error("InvalidRequest", f"unknown checksum algorithm {algorithm[:40]!r}")
+    return algorithm
 
 
 def b64(digest: bytes) -> str:

@@ -116,13 +116,7 @@ class ListMultipartUploads:
 
 def parse_create(req: Request, bucket: str, key: str) -> CreateMultipartUpload:
     check_storage_class(req)
-    algorithm = req.header("x-amz-checksum-algorithm")
-    if algorithm is not None:
-        algorithm = algorithm.strip().lower()
-        if algorithm in checksums.KNOWN_UNSUPPORTED:
-            raise not_implemented(f"the {algorithm.upper()} checksum")
-        if algorithm not in checksums.ALGORITHMS:
-            raise S3Error("InvalidRequest", f"unknown checksum algorithm {algorithm!r}")
+    algorithm = checksums.parse_algorithm(req.header("x-amz-checksum-algorithm"))
     kind = (req.header("x-amz-checksum-type") or "").strip().upper() or None
     if kind not in (None, "COMPOSITE", "FULL_OBJECT"):
         raise S3Error("InvalidRequest", "x-amz-checksum-type must be COMPOSITE or FULL_OBJECT")
