@@ -207,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--keep-data", action="store_true", help="keep the servers' temp dirs and logs")
     add("--binary", type=Path, default=DEFAULT_BINARY, help="amberio executable")
     add("--weed", type=Path, default=DEFAULT_WEED, help="SeaweedFS `weed` executable")
+    add(
+        "--seaweedfs-fsync",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): SeaweedFS fsyncs every write to the bucket (fs.configure -fsync), as "
+        "Amberio and the raw limits do; off: its default, no fsync per write",
+    )
     add("--api-prefix", default="/_/api/v1", help="native API prefix")
     add(
         "--nodes",
@@ -291,7 +298,10 @@ def factory_for(system: str, args: argparse.Namespace) -> tuple[Callable[[], Ser
     if system == "amberio":
         return functools.partial(amberio_factory, args), min(args.nodes, 3)
     if system == "seaweedfs":
-        return functools.partial(SeaweedServer, args.weed, keep_data=args.keep_data), 1
+        make = functools.partial(
+            SeaweedServer, args.weed, fsync=args.seaweedfs_fsync == "on", keep_data=args.keep_data
+        )
+        return make, 1
     return functools.partial(RawTarget, args.keep_data), 1
 
 
@@ -408,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             "ops": args.ops,
             "apis": args.apis,
             "systems": args.systems,
+            "seaweedfs_fsync": args.seaweedfs_fsync,
             "only": args.only,
             "max_bytes": args.max_bytes,
             "small_objects": args.small_objects,

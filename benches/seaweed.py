@@ -6,12 +6,18 @@ is given explicitly (grpc ports too, which otherwise default to http port + 1000
 Iceberg and Lance endpoints are off, the admin UI is off and telemetry is off. No S3 identities
 are configured, so SeaweedFS accepts anonymous requests, and the load generator sends the same
 unsigned requests to it as to Amberio's gateway (which has no credentials configured either).
+
+SeaweedFS does not fsync writes by default. With `fsync=True` (the harness's default) the bucket's
+path gets `fs.configure -locationPrefix=/buckets/<bucket>/ -fsync -apply` through `weed shell`
+once it is up, after which every object written to it is fsynced on the volume server (under
+strace: 202 fsync calls for 200 PUTs, against 2 without), as Amberio and the raw limits do.
 """
 
 from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -71,9 +77,16 @@ class SeaweedServer:
     """`weed mini` with its S3 gateway on a free port; the bucket exists once `start` returns."""
 
     def __init__(
-        self, binary: Path = DEFAULT_WEED, *, bucket: str = "bench", keep_data: bool = False
+        self,
+        binary: Path = DEFAULT_WEED,
+        *,
+        bucket: str = "bench",
+        fsync: bool = True,
+        keep_data: bool = False,
     ) -> None:
         self.binary = binary
+        self.fsync = fsync
+        self.configure_seconds = float("nan")
         self.bucket = bucket
         self.host = "127.0.0.1"
         self.keep_data = keep_data
@@ -167,7 +180,38 @@ class SeaweedServer:
                 )
             time.sleep(HEALTH_POLL_SECONDS * 10)
         self.startup_seconds = time.perf_counter() - t0
+        if self.fsync:
+            self.configure_fsync()
         return self.startup_seconds
+
+    def configure_fsync(self, timeout: float = 60.0) -> None:
+        """Make the volume server fsync every write under the bucket (`fs.configure -fsync`)."""
+        p = self.ports
+        # host:port.grpcPort: the grpc ports are not the default http port + 10000 here.
+        master = f"{self.host}:{p['master.port']}.{p['master.port.grpc']}"
+        filer = f"{self.host}:{p['filer.port']}.{p['filer.port.grpc']}"
+        command = f"fs.configure -locationPrefix=/buckets/{self.bucket}/ -fsync -apply\nexit\n"
+        t0 = time.perf_counter()
+        try:
+            out = subprocess.run(
+                [str(self.binary), "shell", f"-master={master}", f"-filer={filer}"],
+                input=command,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=self.workdir,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            self.stop()
+            raise ServerError(f"weed shell fs.configure did not finish in {timeout:.0f} s") from exc
+        self.configure_seconds = time.perf_counter() - t0
+        if not re.search(r'"fsync":\s*true', out.stdout):
+            self.stop()
+            raise ServerError(
+                f"weed shell fs.configure -fsync failed (status {out.returncode}):\n"
+                + (out.stdout + out.stderr)[-2000:]
+            )
 
     def stop(self) -> int | None:
         if self.proc is None or self.exit_code is not None:

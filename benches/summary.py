@@ -27,7 +27,13 @@ def server_info(server: Server) -> dict[str, Any]:
     elif isinstance(server, BenchServer):
         info["binary"] = str(server.binary)
     elif isinstance(server, SeaweedServer):
-        info.update(binary=str(server.binary), version=server.version, ports=server.ports)
+        info.update(
+            binary=str(server.binary),
+            version=server.version,
+            ports=server.ports,
+            fsync=server.fsync,
+            fsync_configure_seconds=server.configure_seconds,
+        )
     return info
 
 
@@ -45,6 +51,7 @@ def system_summaries(run: SystemRun) -> dict[str, Any]:
         elif isinstance(s, SeaweedServer):
             lines.append(
                 f"seaweedfs{nth}: weed mini {s.version}, S3 on :{s.port} (unsigned requests), "
+                f"fsync per write {'on (fs.configure -fsync)' if s.fsync else 'off (default)'}, "
                 f"startup to HEAD bucket 200 {s.startup_seconds * 1000:.0f} ms, stop after "
                 f"SIGTERM {s.stop_seconds * 1000:.0f} ms (exit {s.exit_code})"
             )
