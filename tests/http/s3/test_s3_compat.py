@@ -184,6 +184,67 @@ def test_upload_part_copy_into_an_upload_with_a_checksum_algorithm(s3: Any, buck
     assert got["Body"].read() == source[: 5 * MIB] + b"tail"
 
 
+# ---- GetObjectAttributes ------------------------------------------------------------------
+
+ALL_ATTRIBUTES = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
+
+
+def test_get_object_attributes_of_a_single_part_object(s3: Any, raw: Client, bucket: str) -> None:
+    body = b"attributes please"
+    put = s3.put_object(Bucket=bucket, Key="k", Body=body)
+    got = s3.get_object_attributes(Bucket=bucket, Key="k", ObjectAttributes=ALL_ATTRIBUTES)
+    assert got["ETag"] == put["ETag"].strip('"') == hashlib.md5(body).hexdigest()
+    assert got["Checksum"] == {"ChecksumCRC32": crc32(body), "ChecksumType": "FULL_OBJECT"}
+    assert got["ObjectSize"] == len(body) and got["StorageClass"] == "STANDARD"
+    assert "ObjectParts" not in got and got["LastModified"]
+    only = s3.get_object_attributes(Bucket=bucket, Key="k", ObjectAttributes=["ObjectSize"])
+    assert only["ObjectSize"] == len(body) and "ETag" not in only
+    with pytest.raises(ClientError) as info:
+        s3.get_object_attributes(Bucket=bucket, Key="missing", ObjectAttributes=["ETag"])
+    assert info.value.response["Error"]["Code"] == "NoSuchKey"
+    missing = raw.request("GET", target(bucket, "k") + "?attributes")
+    assert (missing.status, s3_error(missing).code) == (400, "InvalidArgument")
+    unknown = raw.request(
+        "GET", target(bucket, "k") + "?attributes", headers={"x-amz-object-attributes": "Owner"}
+    )
+    assert (unknown.status, s3_error(unknown).code) == (400, "InvalidArgument")
+    put_attrs = raw.request("PUT", target(bucket, "k") + "?attributes", b"x")
+    assert (put_attrs.status, s3_error(put_attrs).code) == (405, "MethodNotAllowed")
+    assert raw.request("GET", target(bucket, "k")).body == body
+
+
+def test_get_object_attributes_of_a_multipart_object(s3: Any, bucket: str) -> None:
+    sizes = [5 * MIB, 5 * MIB + 1, 7]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    parts = []
+    for number, size in enumerate(sizes, start=1):
+        etag = s3.upload_part(
+            Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=number, Body=b"p" * size
+        )["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag})
+    done = s3.complete_multipart_upload(
+        Bucket=bucket, Key="mp", UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    got = s3.get_object_attributes(Bucket=bucket, Key="mp", ObjectAttributes=ALL_ATTRIBUTES)
+    assert got["ETag"] == done["ETag"].strip('"') and got["ObjectSize"] == sum(sizes)
+    listed = got["ObjectParts"]
+    assert listed["TotalPartsCount"] == 3 and listed["IsTruncated"] is False
+    assert [(p["PartNumber"], p["Size"]) for p in listed["Parts"]] == [
+        (1, sizes[0]),
+        (2, sizes[1]),
+        (3, 7),
+    ]
+    page = s3.get_object_attributes(
+        Bucket=bucket, Key="mp", ObjectAttributes=["ObjectParts"], MaxParts=2
+    )["ObjectParts"]
+    assert page["IsTruncated"] is True and page["NextPartNumberMarker"] == 2
+    assert [p["PartNumber"] for p in page["Parts"]] == [1, 2]
+    rest = s3.get_object_attributes(
+        Bucket=bucket, Key="mp", ObjectAttributes=["ObjectParts"], MaxParts=2, PartNumberMarker=2
+    )["ObjectParts"]
+    assert rest["IsTruncated"] is False and [p["PartNumber"] for p in rest["Parts"]] == [3]
+
+
 # ---- boto3 over HTTPS: aws-chunked bodies with trailing checksums --------------------------
 
 

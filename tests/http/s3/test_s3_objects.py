@@ -292,7 +292,7 @@ def test_checksum_mode_returns_stored_checksum_only_for_whole_object(
         ("PUT", "", {"x-amz-website-redirect-location": "/x"}),
         ("GET", "?tagging", {}),
         ("PUT", "?acl", {}),
-        ("GET", "?attributes", {}),
+        ("GET", "?versions", {}),
         ("PUT", "", {"x-amz-storage-class": "GLACIER"}),
     ],
 )

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING
 
 from amberio.errors import AmberioError
 from amberio.http.messages import Request
-from amberio.http.s3 import buckets, copy, delete, get, multipart, put, xml
+from amberio.http.s3 import attributes, buckets, copy, delete, get, multipart, put, xml
 from amberio.http.s3 import list as listing
 from amberio.http.s3.context import Context, gateway_for, new_request_id
 from amberio.http.s3.errors import S3Error, from_amberio
@@ -97,6 +97,8 @@ async def dispatch(ctx: Context, op: Operation) -> None:
     match op:
         case get.GetObject():
             await get.handle(ctx, op)
+        case attributes.GetObjectAttributes():
+            await attributes.handle(ctx, op)
         case put.PutObject():
             await put.handle(ctx, op)
         case listing.ListObjects():

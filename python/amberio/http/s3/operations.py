@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from amberio.http.messages import Request
-from amberio.http.s3 import buckets, copy, delete, get, multipart, put
+from amberio.http.s3 import attributes, buckets, copy, delete, get, multipart, put
 from amberio.http.s3 import list as listing
 from amberio.http.s3.errors import S3Error, not_implemented
 from amberio.http.s3.names import check_bucket, check_key
@@ -25,6 +25,7 @@ Operation = (
     | buckets.GetBucketVersioning
     | listing.ListObjects
     | get.GetObject
+    | attributes.GetObjectAttributes
     | put.PutObject
     | copy.CopyObject
     | copy.UploadPartCopy
@@ -43,7 +44,6 @@ UNSUPPORTED_SUBRESOURCES: Final = {
     "accelerate": "bucket transfer acceleration",
     "acl": "ACLs",
     "analytics": "bucket analytics",
-    "attributes": "GetObjectAttributes",
     "cors": "bucket CORS configuration",
     "encryption": "bucket encryption configuration",
     "intelligent-tiering": "intelligent tiering",
@@ -187,6 +187,10 @@ def parse(req: Request) -> Operation:
             raise not_implemented("browser-based uploads (POST Object)")
         raise _method_not_allowed(req, "a bucket")
     check_key(key)
+    if "attributes" in query:
+        if method != "GET":
+            raise _method_not_allowed(req, "object attributes")
+        return attributes.parse(req, bucket, key)
     upload_id = query.get("uploadId")
     if method in ("GET", "HEAD"):
         if upload_id is not None:
