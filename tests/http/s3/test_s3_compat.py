@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.http.conftest import Client, ServerProcess
-from tests.http.s3.conftest import ACCESS_KEY, SECRET_KEY, s3_error
+from tests.http.s3.conftest import ACCESS_KEY, SECRET_KEY, client_for, s3_error
 from tests.http.s3.tls_proxy import make_certificate, tls_proxy
 
 MIB = 1024 * 1024
@@ -182,6 +182,33 @@ def test_upload_part_copy_into_an_upload_with_a_checksum_algorithm(s3: Any, buck
     assert done["ChecksumCRC32"].endswith("-2")
     got = s3.get_object(Bucket=bucket, Key="dst")
     assert got["Body"].read() == source[: 5 * MIB] + b"tail"
+
+
+def test_parts_sent_without_the_uploads_checksum_get_it_computed(
+    server: ServerProcess, bucket: str
+) -> None:
+    """boto3 with request_checksum_calculation="when_required" sends UploadPart without a
+    checksum even when the upload was created with a ChecksumAlgorithm."""
+    s3 = client_for(server.port, request_checksum_calculation="when_required")
+    first, last = os.urandom(5 * MIB), b"last part"
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="SHA256")[
+        "UploadId"
+    ]
+    parts = []
+    for number, piece in ((1, first), (2, last)):
+        sent = s3.upload_part(
+            Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=number, Body=piece
+        )
+        assert sent["ChecksumSHA256"] == b64(hashlib.sha256(piece).digest())
+        parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+    done = s3.complete_multipart_upload(
+        Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    composite = hashlib.sha256(
+        hashlib.sha256(first).digest() + hashlib.sha256(last).digest()
+    ).digest()
+    assert done["ChecksumSHA256"] == f"{b64(composite)}-2"
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == first + last
 
 
 # ---- GetObjectAttributes ------------------------------------------------------------------

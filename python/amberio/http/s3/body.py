@@ -38,6 +38,8 @@ class BodySpec:
     checksum_expected: bytes | None = None
     """From the header; None with `checksum_in_trailer` (it comes after the body)."""
     checksum_in_trailer: bool = False
+    checksum_computed: bool = False
+    """No value was sent: the digest is computed (and kept in `Payload.checksum`), not checked."""
     payload_sha256: str | None = None
     declared_algorithms: list[str] = field(default_factory=list)
 
@@ -97,6 +99,12 @@ class BodySpec:
             spec.content_md5 = digest
         spec._read_checksums(req, checksum_headers)
         return spec
+
+    def compute_checksum(self, algorithm: str) -> None:
+        """Have the payload's `algorithm` digest computed when the request sent none."""
+        if self.checksum_algorithm is None:
+            self.checksum_algorithm = algorithm
+            self.checksum_computed = True
 
     def _read_checksums(self, req: Request, checksum_headers: bool) -> None:
         found: list[tuple[str, str]] = []
@@ -272,7 +280,7 @@ class Payload:
                         "InvalidRequest", f"value for x-amz-checksum-{algorithm} trailer is invalid"
                     )
             digest = self._checksum.digest()
-            if digest != expected:
+            if digest != expected and not spec.checksum_computed:
                 raise S3Error(
                     "BadDigest",
                     f"the {algorithm.upper()} you specified did not match the calculated checksum",

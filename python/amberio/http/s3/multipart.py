@@ -311,6 +311,10 @@ async def handle_upload_part(ctx: Context, op: UploadPart) -> None:
             f"this upload uses {upload.checksum_algorithm.upper()} checksums, not "
             f"{spec.checksum_algorithm.upper()}",
         )
+    if upload.checksum_algorithm:
+        # A part sent without the upload's checksum (boto3 with
+        # request_checksum_calculation="when_required") gets it computed, so Complete works.
+        spec.compute_checksum(upload.checksum_algorithm)
     extra: dict[str, Any] = {"s3_part": {"upload_id": op.upload_id}}
 
     def record(payload: body.Payload) -> None:
