@@ -607,7 +607,7 @@ def test_quick_long_running_answer_is_a_plain_answer() -> None:
 
 
 class _FakeStore:
-    """Just enough of the coordinator for `multipart.sweep`: blobs with a document."""
+    """Just enough of the coordinator for `uploads.sweep`: blobs with a document."""
 
     def __init__(self) -> None:
         self.blobs: dict[str, tuple[dict[str, Any], str]] = {}
@@ -656,7 +656,7 @@ class _FakeStore:
 def test_sweep_reclaims_old_uploads_completed_records_and_orphan_parts() -> None:
     from types import SimpleNamespace
 
-    from amberio.http.s3 import multipart
+    from amberio.http.s3 import uploads as upload_records
     from amberio.http.s3.context import Context, Gateway
 
     now = datetime.datetime.now(datetime.UTC)
@@ -678,7 +678,7 @@ def test_sweep_reclaims_old_uploads_completed_records_and_orphan_parts() -> None
     store.add(names.part_blob("e" * 32, 1), {}, stamp(3))  # orphan: no record
     store.add(names.part_blob("f" * 32, 1), {}, stamp(0.01))  # young orphan (upload racing)
     ctx = Context(SimpleNamespace(coordinator=store), None, Gateway(Verifier({})), "R")  # type: ignore[arg-type]
-    removed = asyncio.run(multipart.sweep(ctx))
+    removed = asyncio.run(upload_records.sweep(ctx))
     assert removed == 2
     left = set(store.blobs)
     assert left == {

@@ -64,7 +64,17 @@ from typing import TYPE_CHECKING
 
 from amberio.errors import AmberioError
 from amberio.http.messages import Request
-from amberio.http.s3 import attributes, buckets, copy, delete, get, multipart, put, xml
+from amberio.http.s3 import (
+    attributes,
+    buckets,
+    copy,
+    delete,
+    get,
+    multipart,
+    multipart_list,
+    put,
+    xml,
+)
 from amberio.http.s3 import list as listing
 from amberio.http.s3.context import Context, gateway_for, new_request_id
 from amberio.http.s3.errors import S3Error, from_amberio
@@ -124,10 +134,10 @@ async def dispatch(ctx: Context, op: Operation) -> None:
             await multipart.handle_complete(ctx, op)
         case multipart.AbortMultipartUpload():
             await multipart.handle_abort(ctx, op)
-        case multipart.ListParts():
-            await multipart.handle_list_parts(ctx, op)
-        case multipart.ListMultipartUploads():
-            await multipart.handle_list_uploads(ctx, op)
+        case multipart_list.ListParts():
+            await multipart_list.handle_list_parts(ctx, op)
+        case multipart_list.ListMultipartUploads():
+            await multipart_list.handle_list_uploads(ctx, op)
         case buckets.ListBuckets():
             await buckets.handle_list(ctx, op)
         case buckets.CreateBucket():

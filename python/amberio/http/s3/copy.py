@@ -25,9 +25,10 @@ from amberio.http.s3.body import OFFLOAD_BYTES
 from amberio.http.s3.context import Context
 from amberio.http.s3.errors import S3Error, not_implemented
 from amberio.http.s3.get import check_conditions, live_plan, parse_part_number
-from amberio.http.s3.multipart import MAX_PART_SIZE, load_upload
+from amberio.http.s3.multipart import MAX_PART_SIZE
 from amberio.http.s3.names import blob_path, check_bucket, check_key, part_blob
 from amberio.http.s3.put import check_storage_class, check_write_conditions
+from amberio.http.s3.uploads import load_upload
 from amberio.storage.blobs import ReadPlan
 from amberio.storage.ranges import ByteRange
 

@@ -1,23 +1,18 @@
-"""Multipart uploads: create, upload part, complete, abort, list parts, list uploads.
+"""Multipart uploads: create, upload part, complete, abort (listing: `multipart_list`).
 
-Everything lives in blobs, so uploads in progress survive restarts (and will replicate like
-blobs): the upload record `.amberio-s3/uploads/<bucket>/<upload id>` (an empty blob whose meta
-carries the key, content headers, metadata and state) and one blob per part,
-`.amberio-s3/parts/<upload id>/<part number:05>`. Complete streams the listed parts, in order,
-into a normal PUT of the object (so its bytes are laid out in the node's own part size),
-with the S3 multipart ETag `md5(concatenated part md5s)-<count>` and the part sizes kept as
-runs (`s3_parts`) for GetObject `partNumber`. The record then stays as `completed` for a day so
-a retried Complete gets the same answer; abandoned uploads are removed after 7 days.
+The upload record and the part blobs are described in `uploads`. Complete streams the listed
+parts, in order, into a normal PUT of the object (so its bytes are laid out in the node's own
+part size), with the S3 multipart ETag `md5(concatenated part md5s)-<count>` and the part
+sizes kept as runs (`s3_parts`) for GetObject `partNumber`. The record then stays as
+`completed` for a day so a retried Complete gets the same answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -30,19 +25,18 @@ from amberio.http.s3.context import Context
 from amberio.http.s3.delete import delete_blob
 from amberio.http.s3.errors import S3Error, not_implemented
 from amberio.http.s3.get import MAX_PART_NUMBER, parse_part_number
-from amberio.http.s3.list import parse_encoding, parse_max
 from amberio.http.s3.names import (
-    PART_BLOBS,
-    SKIP_PAST,
-    UPLOAD_RECORDS,
     blob_path,
-    is_upload_id,
     part_blob,
-    part_prefix,
-    upload_prefix,
     upload_record,
 )
 from amberio.http.s3.put import check_storage_class, check_write_conditions
+from amberio.http.s3.uploads import (
+    load_upload,
+    maybe_sweep,
+    remove_parts,
+    write_record,
+)
 from amberio.storage.blobs import ReadPlan
 from amberio.storage.heads import Head, now_rfc3339
 
@@ -51,10 +45,6 @@ log = logging.getLogger("amberio.s3")
 MIN_PART_SIZE: Final = 5 * 1024 * 1024
 MAX_PART_SIZE: Final = 5 * 1024**3
 MAX_COMPLETE_BODY: Final = 8 * 1024 * 1024
-UPLOAD_TTL_SECONDS: Final = 7 * 24 * 3600
-COMPLETED_TTL_SECONDS: Final = 24 * 3600
-SWEEP_EVERY_SECONDS: Final = 3600
-OWNER_ID: Final = "amberio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,26 +79,6 @@ class AbortMultipartUpload:
     bucket: str
     key: str
     upload_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ListParts:
-    bucket: str
-    key: str
-    upload_id: str
-    max_parts: int
-    part_number_marker: int
-
-
-@dataclass(frozen=True, slots=True)
-class ListMultipartUploads:
-    bucket: str
-    prefix: str
-    delimiter: str
-    max_uploads: int
-    key_marker: str
-    upload_id_marker: str
-    encoding_url: bool
 
 
 # ---- parsing -------------------------------------------------------------------------------
@@ -162,109 +132,6 @@ def parse_abort(req: Request, bucket: str, key: str) -> AbortMultipartUpload:
     return AbortMultipartUpload(bucket=bucket, key=key, upload_id=parse_upload_id(req))
 
 
-def parse_list_parts(req: Request, bucket: str, key: str) -> ListParts:
-    query = req.query
-    marker_text = query.get("part-number-marker", "0").strip() or "0"
-    if not (marker_text.isascii() and marker_text.isdigit()):
-        raise S3Error("InvalidArgument", "part-number-marker must be a non-negative integer")
-    return ListParts(
-        bucket=bucket,
-        key=key,
-        upload_id=parse_upload_id(req),
-        max_parts=parse_max(query.get("max-parts"), "max-parts"),
-        part_number_marker=min(int(marker_text), MAX_PART_NUMBER),
-    )
-
-
-def parse_list_uploads(req: Request, bucket: str) -> ListMultipartUploads:
-    query = req.query
-    return ListMultipartUploads(
-        bucket=bucket,
-        prefix=query.get("prefix", ""),
-        delimiter=query.get("delimiter", ""),
-        max_uploads=parse_max(query.get("max-uploads"), "max-uploads"),
-        key_marker=query.get("key-marker", ""),
-        upload_id_marker=query.get("upload-id-marker", ""),
-        encoding_url=parse_encoding(query.get("encoding-type")),
-    )
-
-
-# ---- records -------------------------------------------------------------------------------
-
-
-async def _no_bytes() -> AsyncIterator[bytes]:
-    return
-    yield b""  # pragma: no cover - makes this an async generator
-
-
-@dataclass(slots=True)
-class Upload:
-    bucket: str
-    upload_id: str
-    record: dict[str, Any]
-
-    @property
-    def key(self) -> str:
-        return str(self.record.get("key", ""))
-
-    @property
-    def state(self) -> str:
-        return str(self.record.get("state", "open"))
-
-    @property
-    def initiated(self) -> str:
-        return str(self.record.get("initiated", ""))
-
-    @property
-    def checksum_algorithm(self) -> str | None:
-        value = self.record.get("checksum_algorithm")
-        return value if isinstance(value, str) and value in checksums.ALGORITHMS else None
-
-    @property
-    def checksum_type(self) -> str:
-        return "FULL_OBJECT" if self.record.get("checksum_type") == "FULL_OBJECT" else "COMPOSITE"
-
-    def attributes(self) -> meta.Attributes:
-        return meta.Attributes.from_document(self.record)
-
-
-async def _read_upload(ctx: Context, bucket: str, upload_id: str) -> Upload | None:
-    if not is_upload_id(upload_id):
-        return None
-    plan = await ctx.read_plan(upload_record(bucket, upload_id))
-    if plan is None:
-        return None
-    record = plan.head.document.get("s3_upload")
-    if not isinstance(record, dict):
-        return None
-    return Upload(bucket, upload_id, record)
-
-
-async def load_upload(
-    ctx: Context, bucket: str, key: str, upload_id: str, *, open_only: bool
-) -> Upload:
-    upload = await _read_upload(ctx, bucket, upload_id)
-    if upload is None or upload.key != key or (open_only and upload.state != "open"):
-        raise S3Error(
-            "NoSuchUpload",
-            "the specified multipart upload does not exist: the upload ID may be invalid, or "
-            "the upload may have been aborted or completed",
-            fields={"UploadId": upload_id[:100]},
-        )
-    return upload
-
-
-async def _write_record(ctx: Context, bucket: str, upload_id: str, record: dict[str, Any]) -> None:
-    await ctx.store.put(
-        upload_record(bucket, upload_id),
-        _no_bytes(),
-        content_length=0,
-        write_id=None,
-        content_type=None,
-        extra={"s3_upload": record},
-    )
-
-
 # ---- handlers ------------------------------------------------------------------------------
 
 
@@ -283,7 +150,7 @@ async def handle_create(ctx: Context, op: CreateMultipartUpload) -> None:
     if op.checksum_algorithm:
         record["checksum_algorithm"] = op.checksum_algorithm
         record["checksum_type"] = op.checksum_type
-    await _write_record(ctx, op.bucket, upload_id, record)
+    await write_record(ctx, op.bucket, upload_id, record)
     maybe_sweep(ctx)
     root = xml.element("InitiateMultipartUploadResult")
     xml.sub(root, "Bucket", op.bucket)
@@ -515,8 +382,8 @@ async def handle_complete(ctx: Context, op: CompleteMultipartUpload) -> None:
         )
         if checksum:
             done["checksum"] = checksum
-        await _write_record(ctx, op.bucket, op.upload_id, done)
-        await _remove_parts(ctx, op.upload_id)
+        await write_record(ctx, op.bucket, op.upload_id, done)
+        await remove_parts(ctx, op.upload_id)
         return _result_element(op.bucket, op.key, etag, checksum)
 
     await longrun.respond(ctx, assemble())
@@ -538,226 +405,9 @@ def _part_checksum(head: Head, part: _Listed, algorithm: str) -> bytes:
     return digest
 
 
-async def _remove_parts(ctx: Context, upload_id: str) -> int:
-    removed = 0
-    prefix = part_prefix(upload_id)
-    while True:
-        entries = await ctx.store.list_blobs(prefix, None, 1000, False)
-        if not entries:
-            return removed
-        for entry in entries:
-            if await delete_blob(ctx, entry.path):
-                removed += 1
-
-
 async def handle_abort(ctx: Context, op: AbortMultipartUpload) -> None:
     await load_upload(ctx, op.bucket, op.key, op.upload_id, open_only=True)
     await delete_blob(ctx, upload_record(op.bucket, op.upload_id))
-    await _remove_parts(ctx, op.upload_id)
+    await remove_parts(ctx, op.upload_id)
     maybe_sweep(ctx)
     ctx.send_empty(204)
-
-
-async def handle_list_parts(ctx: Context, op: ListParts) -> None:
-    upload = await load_upload(ctx, op.bucket, op.key, op.upload_id, open_only=True)
-    prefix = part_prefix(op.upload_id)
-    after = part_blob(op.upload_id, op.part_number_marker) if op.part_number_marker else None
-    entries = (
-        await ctx.store.list_blobs(prefix, after, op.max_parts + 1, False) if op.max_parts else []
-    )
-    truncated = len(entries) > op.max_parts
-    entries = entries[: op.max_parts]
-    algorithm = upload.checksum_algorithm
-    root = xml.element("ListPartsResult")
-    xml.sub(root, "Bucket", op.bucket)
-    xml.sub(root, "Key", op.key)
-    xml.sub(root, "UploadId", op.upload_id)
-    for tag in ("Initiator", "Owner"):
-        who = xml.sub(root, tag)
-        xml.sub(who, "ID", OWNER_ID)
-        xml.sub(who, "DisplayName", OWNER_ID)
-    xml.sub(root, "StorageClass", "STANDARD")
-    xml.sub(root, "PartNumberMarker", op.part_number_marker)
-    numbers = [int(e.path[len(prefix) :]) for e in entries]
-    if numbers:
-        xml.sub(root, "NextPartNumberMarker", numbers[-1])
-    xml.sub(root, "MaxParts", op.max_parts)
-    xml.sub(root, "IsTruncated", truncated)
-    if algorithm:
-        xml.sub(root, "ChecksumAlgorithm", algorithm.upper())
-        xml.sub(root, "ChecksumType", upload.checksum_type)
-    for number, entry in zip(numbers, entries, strict=True):
-        part = xml.sub(root, "Part")
-        xml.sub(part, "PartNumber", number)
-        xml.sub(part, "LastModified", meta.iso_from_rfc3339(entry.updated_at))
-        xml.sub(part, "ETag", meta.quote_etag(entry.etag))
-        xml.sub(part, "Size", entry.size_bytes)
-        if algorithm:
-            part_plan = await ctx.read_plan(entry.path)
-            info = part_plan.head.document.get("s3_part") if part_plan is not None else None
-            stored = info.get("checksum") if isinstance(info, dict) else None
-            if isinstance(stored, dict) and isinstance(stored.get("value"), str):
-                xml.sub(part, f"Checksum{checksums.XML_NAMES[algorithm]}", stored["value"])
-    ctx.send_xml(200, root)
-
-
-async def _open_uploads(ctx: Context, bucket: str) -> list[Upload]:
-    uploads: list[Upload] = []
-    prefix = upload_prefix(bucket)
-    cursor: str | None = None
-    while True:
-        entries = await ctx.store.list_blobs(prefix, cursor, 1000, False)
-        for entry in entries:
-            upload = await _read_upload(ctx, bucket, entry.path[len(prefix) :])
-            if upload is not None and upload.state == "open":
-                uploads.append(upload)
-        if len(entries) < 1000:
-            break
-        cursor = entries[-1].path
-    uploads.sort(key=lambda u: (u.key, u.initiated, u.upload_id))
-    return uploads
-
-
-def _enc(value: str, encode: bool) -> str:
-    import urllib.parse
-
-    return urllib.parse.quote(value, safe="/") if encode else value
-
-
-async def handle_list_uploads(ctx: Context, op: ListMultipartUploads) -> None:
-    maybe_sweep(ctx)
-    uploads = [u for u in await _open_uploads(ctx, op.bucket) if u.key.startswith(op.prefix)]
-    if op.key_marker:
-        if op.upload_id_marker:
-            uploads = [
-                u
-                for u in uploads
-                if u.key > op.key_marker
-                or (u.key == op.key_marker and u.upload_id > op.upload_id_marker)
-            ]
-        else:
-            uploads = [u for u in uploads if u.key > op.key_marker]
-    shown: list[Upload] = []
-    prefixes: list[str] = []
-    truncated = False
-    last_key = last_id = ""
-    for upload in uploads:
-        common: str | None = None
-        if op.delimiter:
-            cut = upload.key.find(op.delimiter, len(op.prefix))
-            if cut >= 0:
-                common = upload.key[: cut + len(op.delimiter)]
-        if common is not None and prefixes and prefixes[-1] == common:
-            continue
-        if len(shown) + len(prefixes) >= op.max_uploads:
-            truncated = True
-            break
-        if common is not None:
-            prefixes.append(common)
-            last_key, last_id = common, ""
-        else:
-            shown.append(upload)
-            last_key, last_id = upload.key, upload.upload_id
-    enc = op.encoding_url
-    root = xml.element("ListMultipartUploadsResult")
-    xml.sub(root, "Bucket", op.bucket)
-    xml.sub(root, "KeyMarker", _enc(op.key_marker, enc))
-    xml.sub(root, "UploadIdMarker", op.upload_id_marker)
-    if truncated:
-        xml.sub(root, "NextKeyMarker", _enc(last_key, enc))
-        xml.sub(root, "NextUploadIdMarker", last_id)
-    if op.delimiter:
-        xml.sub(root, "Delimiter", _enc(op.delimiter, enc))
-    xml.sub(root, "Prefix", _enc(op.prefix, enc))
-    if enc:
-        xml.sub(root, "EncodingType", "url")
-    xml.sub(root, "MaxUploads", op.max_uploads)
-    xml.sub(root, "IsTruncated", truncated)
-    for upload in shown:
-        node = xml.sub(root, "Upload")
-        xml.sub(node, "Key", _enc(upload.key, enc))
-        xml.sub(node, "UploadId", upload.upload_id)
-        for tag in ("Initiator", "Owner"):
-            who = xml.sub(node, tag)
-            xml.sub(who, "ID", OWNER_ID)
-            xml.sub(who, "DisplayName", OWNER_ID)
-        xml.sub(node, "StorageClass", "STANDARD")
-        xml.sub(node, "Initiated", meta.iso_from_rfc3339(upload.initiated))
-        if upload.checksum_algorithm:
-            xml.sub(node, "ChecksumAlgorithm", upload.checksum_algorithm.upper())
-            xml.sub(node, "ChecksumType", upload.checksum_type)
-    for common in prefixes:
-        node = xml.sub(root, "CommonPrefixes")
-        xml.sub(node, "Prefix", _enc(common, enc))
-    ctx.send_xml(200, root)
-
-
-# ---- reclaiming abandoned uploads ----------------------------------------------------------
-
-
-def maybe_sweep(ctx: Context) -> None:
-    """Start a background sweep of old uploads, at most once an hour per node."""
-    gateway = ctx.gateway
-    now = time.monotonic()
-    if gateway.sweeping or (gateway.last_sweep and now - gateway.last_sweep < SWEEP_EVERY_SECONDS):
-        return
-    gateway.sweeping = True
-    gateway.last_sweep = now
-    task = asyncio.ensure_future(_sweep(ctx))
-    gateway.background.add(task)
-    task.add_done_callback(gateway.background.discard)
-
-
-def _age_seconds(stamp: str) -> float:
-    return time.time() - meta.parse_rfc3339(stamp).timestamp()
-
-
-async def _sweep(ctx: Context) -> None:
-    try:
-        removed = await sweep(ctx)
-        if removed:
-            log.info("S3 gateway: reclaimed %d abandoned or finished multipart upload(s)", removed)
-    except Exception as exc:
-        log.warning("S3 gateway: sweeping old multipart uploads failed: %s", exc)
-    finally:
-        ctx.gateway.sweeping = False
-
-
-async def sweep(ctx: Context) -> int:
-    """Remove uploads opened more than 7 days ago, completed ones after a day, orphan parts."""
-    removed = 0
-    live: set[str] = set()
-    cursor: str | None = None
-    while True:
-        entries = await ctx.store.list_blobs(UPLOAD_RECORDS, cursor, 1000, False)
-        for entry in entries:
-            rest = entry.path[len(UPLOAD_RECORDS) :]
-            bucket, _, upload_id = rest.rpartition("/")
-            upload = await _read_upload(ctx, bucket, upload_id)
-            if upload is None:
-                continue
-            if upload.state == "open":
-                expired = _age_seconds(upload.initiated) > UPLOAD_TTL_SECONDS
-            else:
-                expired = _age_seconds(entry.updated_at) > COMPLETED_TTL_SECONDS
-            if expired:
-                await delete_blob(ctx, entry.path)
-                await _remove_parts(ctx, upload_id)
-                removed += 1
-            else:
-                live.add(upload_id)
-            await asyncio.sleep(0)
-        if len(entries) < 1000:
-            break
-        cursor = entries[-1].path
-    # Parts whose upload record is gone (an abort racing an UploadPart).
-    cursor = None
-    while True:
-        entries = await ctx.store.list_blobs(PART_BLOBS, cursor, 1, False)
-        if not entries:
-            break
-        upload_id = entries[0].path[len(PART_BLOBS) :].split("/", 1)[0]
-        if upload_id not in live and _age_seconds(entries[0].updated_at) > COMPLETED_TTL_SECONDS:
-            await _remove_parts(ctx, upload_id)
-        cursor = PART_BLOBS + upload_id + "/" + SKIP_PAST
-    return removed

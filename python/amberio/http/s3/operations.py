@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from amberio.http.messages import Request
-from amberio.http.s3 import attributes, buckets, copy, delete, get, multipart, put
+from amberio.http.s3 import attributes, buckets, copy, delete, get, multipart, multipart_list, put
 from amberio.http.s3 import list as listing
 from amberio.http.s3.errors import S3Error, not_implemented
 from amberio.http.s3.names import check_bucket, check_key
@@ -35,8 +35,8 @@ Operation = (
     | multipart.UploadPart
     | multipart.CompleteMultipartUpload
     | multipart.AbortMultipartUpload
-    | multipart.ListParts
-    | multipart.ListMultipartUploads
+    | multipart_list.ListParts
+    | multipart_list.ListMultipartUploads
 )
 
 # Sub-resources of S3 features this server does not have (bucket or object level).
@@ -167,7 +167,7 @@ def parse(req: Request) -> Operation:
         if method in ("GET", "HEAD") and "versioning" in query:
             return buckets.GetBucketVersioning(bucket)
         if method in ("GET", "HEAD") and "uploads" in query:
-            return multipart.parse_list_uploads(req, bucket)
+            return multipart_list.parse_list_uploads(req, bucket)
         if method == "HEAD":
             return buckets.HeadBucket(bucket)
         if method == "GET":
@@ -196,7 +196,7 @@ def parse(req: Request) -> Operation:
         if upload_id is not None:
             if method == "HEAD":
                 raise _method_not_allowed(req, "a multipart upload")
-            return multipart.parse_list_parts(req, bucket, key)
+            return multipart_list.parse_list_parts(req, bucket, key)
         return get.parse(req, bucket, key)
     if method == "PUT":
         if upload_id is not None or "partNumber" in query:
