@@ -40,6 +40,30 @@ def crc32(data: bytes) -> str:
     return b64(zlib.crc32(data).to_bytes(4, "big"))
 
 
+# ---- ranges ---------------------------------------------------------------------------------
+
+
+def test_a_range_s3_cannot_use_is_ignored_not_refused(s3: Any, raw: Client, bucket: str) -> None:
+    """S3 serves the whole object (200) for a Range that is not one well-formed byte range,
+    and answers 416 InvalidRange only for one that starts beyond the object."""
+    body = bytes(range(100))
+    s3.put_object(Bucket=bucket, Key="r", Body=body)
+    for ignored in ("bytes=abc", "bytes=50-10", "bytes=", "bytes=-", "bytes=0-1,5-6", "items=0-5"):
+        for method in ("GET", "HEAD"):
+            resp = raw.request(method, target(bucket, "r"), headers={"Range": ignored})
+            assert resp.status == 200, (ignored, resp)
+            assert "content-range" not in resp.headers
+            assert resp.headers["content-length"] == "100"
+            assert resp.body == (body if method == "GET" else b"")
+    got = s3.get_object(Bucket=bucket, Key="r", Range="bytes=oops")
+    assert got["Body"].read() == body and "ContentRange" not in got
+    part = raw.request("GET", target(bucket, "r"), headers={"Range": "bytes = 10-19"})
+    assert (part.status, part.body) == (206, body[10:20])
+    beyond = raw.request("GET", target(bucket, "r"), headers={"Range": "bytes=100-"})
+    assert (beyond.status, s3_error(beyond).code) == (416, "InvalidRange")
+    assert beyond.headers["content-range"] == "bytes */100"
+
+
 # ---- checksum algorithms ------------------------------------------------------------------
 
 

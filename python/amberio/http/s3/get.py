@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Final
 
 import msgspec
 
@@ -16,6 +18,7 @@ from amberio.storage.heads import BlobMeta, Head
 from amberio.storage.ranges import ByteRange
 
 MAX_PART_NUMBER = 10_000
+_BYTE_RANGE: Final = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE | re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +121,26 @@ def check_conditions(
             raise S3Error("NotModified", "not modified", headers=validators)
 
 
+def usable_range(header: str | None) -> str | None:
+    """The Range header when it is one well-formed byte range, else None: S3 serves the whole
+    object (200) for anything else (`bytes=abc`, `bytes=5-3`, several ranges, other units) and
+    answers 416 only for a range that starts beyond the object."""
+    if header is None:
+        return None
+    match = _BYTE_RANGE.fullmatch(header)
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not (first or last) or (first and last and int(last) < int(first)):
+        return None
+    return header
+
+
 def select_range(op: GetObject, head: Head, blob: BlobMeta) -> tuple[ByteRange | None, int | None]:
     """The byte range to serve and, for partNumber on a multipart object, its part count."""
     size = blob.size_bytes
     if op.part_number is None:
-        return ByteRange.parse(op.range, size), None
+        return ByteRange.parse(usable_range(op.range), size), None
     runs = head.document.get("s3_parts")
     if runs is None:
         if op.part_number != 1:
