@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 
 from amberio.storage import layout
 from amberio.storage.metadata import SlotDb
@@ -19,6 +20,7 @@ MAX_OPEN_SLOTS = 1024
 """About 85 KiB each (one SQLite connection, see storage/slotconn.py): ~85 MiB at most."""
 MAX_RETIRED = 128
 RETIRE_SECONDS = 2.0
+CLOSE_THREADS = 16
 
 
 class SlotStore:
@@ -124,9 +126,26 @@ class SlotStore:
         return target
 
     def close(self) -> None:
+        """Close every open slot database. Closing the last connection of a database
+        checkpoints its WAL (writes and fsyncs), so they are closed in parallel: one by
+        one, 1024 open slots took ~3 s."""
         with self._open_lock:
-            for db in self._dbs.values():
-                db.close()
+            dbs = [*self._dbs.values(), *self._retired]
             self._dbs.clear()
-            while self._retired:
-                self._retired.popleft().close()
+            self._retired.clear()
+            if len(dbs) <= 1:
+                for db in dbs:
+                    db.close()
+                return
+            with ThreadPoolExecutor(max_workers=CLOSE_THREADS) as pool:
+                for failed in pool.map(_close_quietly, dbs):
+                    if failed is not None:
+                        log.warning("closing a slot database failed: %s", failed)
+
+
+def _close_quietly(db: SlotDb) -> Exception | None:
+    try:
+        db.close()
+    except Exception as exc:
+        return exc
+    return None
