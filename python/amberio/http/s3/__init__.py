@@ -31,6 +31,9 @@ Decisions where S3 or the contract leave room:
   `<Error>`) document, as S3 does.
 - Multipart checksums: COMPOSITE (checksum of the part checksums, `-<count>`) for any
   algorithm, FULL_OBJECT for CRC32/CRC32C (folded from the part CRCs, no byte re-read).
+- GetObject/HeadObject serve the whole object (200) for a Range that is not one well-formed
+  byte range (`bytes=abc`, `bytes=5-3`, several ranges, other units), as S3 does; 416
+  InvalidRange only for a range that starts beyond the object.
 - GetObject `partNumber` answers 206 with Content-Range (part 1 of a single-part object is the
   whole object); `x-amz-mp-parts-count` for multipart objects.
 - Conditional writes (If-None-Match: *, If-Match) are checked against the current head just
