@@ -40,6 +40,21 @@ def crc32(data: bytes) -> str:
     return b64(zlib.crc32(data).to_bytes(4, "big"))
 
 
+# ---- authentication -------------------------------------------------------------------------
+
+
+def test_unsigned_acceptance_is_announced_at_start(
+    server: ServerProcess, signed_server: ServerProcess, raw: Client, bucket: str
+) -> None:
+    warning = "no s3.credentials configured, so S3 requests are accepted unsigned"
+    assert warning in server.log_text()
+    assert warning not in signed_server.log_text()
+    assert "SigV4 verified for 1 access key(s)" in signed_server.log_text()
+    assert raw.request("PUT", target(bucket, "k"), b"no signature").status == 200
+    refused = signed_server.client.request("PUT", target(bucket, "k"), b"no signature")
+    assert (refused.status, s3_error(refused).code) == (403, "AccessDenied")
+
+
 # ---- ranges ---------------------------------------------------------------------------------
 
 
