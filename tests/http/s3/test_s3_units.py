@@ -688,3 +688,40 @@ def test_sweep_reclaims_old_uploads_completed_records_and_orphan_parts() -> None
         names.part_blob("d" * 32, 1),
         names.part_blob("f" * 32, 1),
     }
+
+
+def _crc64nvme_reference(data: bytes, crc: int = 0) -> int:
+    """CRC-64/NVME bit by bit (reflected 0xAD93D23594C93659, init and xorout all ones)."""
+    crc ^= 0xFFFFFFFFFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x9A6C9329AC4BC9B5 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+
+
+def test_crc64nvme_streaming_and_full_object_folding() -> None:
+    """What the gateway does once the Rust core has `crc64nvme` (here: a reference stands in)."""
+    assert _crc64nvme_reference(b"123456789") == 0xAE8B14860A799888  # the catalogued check value
+    a, b = os.urandom(70_000), os.urandom(1_234)
+    hasher = checksums.Crc64Nvme(native=_crc64nvme_reference)
+    for piece in (a[:5], a[5:], b):
+        hasher.update(piece)
+    whole = _crc64nvme_reference(a + b)
+    assert hasher.digest() == whole.to_bytes(8, "big")
+    parts = [
+        (_crc64nvme_reference(a).to_bytes(8, "big"), len(a)),
+        (_crc64nvme_reference(b).to_bytes(8, "big"), len(b)),
+    ]
+    assert checksums.full_object_crc("crc64nvme", parts) == whole.to_bytes(8, "big")
+    crc32_parts = [
+        (zlib.crc32(a).to_bytes(4, "big"), len(a)),
+        (zlib.crc32(b).to_bytes(4, "big"), len(b)),
+    ]
+    assert checksums.full_object_crc("crc32", crc32_parts) == zlib.crc32(a + b).to_bytes(4, "big")
+    if getattr(checksums.core, "crc64nvme", None) is None:
+        assert "crc64nvme" in checksums.KNOWN_UNSUPPORTED
+        with pytest.raises(ValueError):
+            checksums.Crc64Nvme()
+    else:
+        assert "crc64nvme" in checksums.ALGORITHMS

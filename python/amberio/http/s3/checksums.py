@@ -1,8 +1,10 @@
 """Streaming checksums S3 clients send: Content-MD5 and
 `x-amz-checksum-{crc32,crc32c,sha1,sha256,sha512,md5}`.
 
-CRC64NVME and the XXHASH family (which S3 and botocore also name) answer 501: they need a
-native implementation (no byte is checksummed in a Python loop here).
+CRC64NVME (what AWS CLI v2 sends by default) is verified once the Rust core has
+`crc64nvme(data, previous) -> int` (chained like `zlib.crc32`); until then it answers 501, as
+the XXHASH family does: no byte is checksummed in a Python loop here. Its multipart FULL_OBJECT
+value is folded like CRC32's (`CrcMath` of width 64), with no byte re-read.
 
 MD5/SHA come from hashlib and CRC32 from zlib. CRC32C comes from the Rust core, which gives
 the CRC32C of every 64 KiB block (`amberio.core.block_crc32c`); the whole-stream value is
@@ -17,21 +19,40 @@ import binascii
 import hashlib
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Final, Protocol
 
+from amberio import core
 from amberio.core import BLOCK_SIZE, block_crc32c
 from amberio.http.s3.errors import S3Error, not_implemented
 
-ALGORITHMS: Final = ("crc32", "crc32c", "sha1", "sha256", "sha512", "md5")
+NativeCrc = Callable[[bytes, int], int]
+_CRC64NVME: Final[NativeCrc | None] = getattr(core, "crc64nvme", None)
+
+_BASE: Final = ("crc32", "crc32c", "sha1", "sha256", "sha512", "md5")
+ALGORITHMS: Final = (*_BASE, "crc64nvme") if _CRC64NVME is not None else _BASE
 """`x-amz-checksum-<name>` algorithms we verify, in their header spelling."""
-KNOWN_UNSUPPORTED: Final = ("crc64nvme", "xxhash64", "xxhash3", "xxhash128")
+KNOWN_UNSUPPORTED: Final = (
+    ("xxhash64", "xxhash3", "xxhash128")
+    if _CRC64NVME is not None
+    else ("crc64nvme", "xxhash64", "xxhash3", "xxhash128")
+)
 """Algorithms S3 has that we do not verify: 501 NotImplemented, never silently ignored."""
-FULL_OBJECT_ALGORITHMS: Final = ("crc32", "crc32c")
+FULL_OBJECT_ALGORITHMS: Final = ("crc32", "crc32c", "crc64nvme")
 """Algorithms whose multipart checksum can be of the whole object (CRCs combine)."""
-DIGEST_SIZES: Final = {"crc32": 4, "crc32c": 4, "sha1": 20, "sha256": 32, "sha512": 64, "md5": 16}
+DIGEST_SIZES: Final = {
+    "crc32": 4,
+    "crc32c": 4,
+    "crc64nvme": 8,
+    "sha1": 20,
+    "sha256": 32,
+    "sha512": 64,
+    "md5": 16,
+}
 XML_NAMES: Final = {
     "crc32": "CRC32",
     "crc32c": "CRC32C",
+    "crc64nvme": "CRC64NVME",
     "sha1": "SHA1",
     "sha256": "SHA256",
     "sha512": "SHA512",
@@ -40,13 +61,16 @@ XML_NAMES: Final = {
 
 
 class CrcMath:
-    """GF(2) arithmetic of a reflected CRC-32 polynomial (zlib's crc32_combine method)."""
+    """GF(2) arithmetic of a reflected CRC polynomial of `width` bits whose init and xorout
+    are all ones (CRC-32, CRC-32C, CRC-64/NVME): zlib's crc32_combine method."""
 
-    def __init__(self, polynomial: int) -> None:
+    def __init__(self, polynomial: int, width: int = 32) -> None:
         self.polynomial = polynomial
+        self.width = width
+        self._top = 1 << (width - 1)  # x^0 in the reflected representation
         table = []
-        p = 1 << 30  # x^1
-        for _ in range(32):
+        p = self._top >> 1  # x^1
+        for _ in range(96):  # x^(2^k): enough for any length below 2^90 bytes
             table.append(p)
             p = self.multiply(p, p)
         self._x2n = table
@@ -54,7 +78,7 @@ class CrcMath:
 
     def multiply(self, a: int, b: int) -> int:
         """a * b modulo the polynomial."""
-        m = 1 << 31
+        m = self._top
         p = 0
         while True:
             if a & m:
@@ -67,11 +91,11 @@ class CrcMath:
 
     def x8n(self, n: int) -> int:
         """x^(8n) modulo the polynomial."""
-        p = 1 << 31  # x^0
+        p = self._top  # x^0
         k = 3
         while n:
             if n & 1:
-                p = self.multiply(self._x2n[k & 31], p)
+                p = self.multiply(self._x2n[k], p)
             n >>= 1
             k += 1
         return p
@@ -84,6 +108,8 @@ class CrcMath:
 
 CRC32C_MATH: Final = CrcMath(0x82F63B78)
 CRC32_MATH: Final = CrcMath(0xEDB88320)
+CRC64NVME_MATH: Final = CrcMath(0x9A6C9329AC4BC9B5, 64)
+_MATHS: Final = {"crc32": CRC32_MATH, "crc32c": CRC32C_MATH, "crc64nvme": CRC64NVME_MATH}
 _X_BLOCK: Final = CRC32C_MATH.x_block
 
 
@@ -93,11 +119,11 @@ def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
 
 def full_object_crc(algorithm: str, parts: list[tuple[bytes, int]]) -> bytes:
     """CRC of the concatenation of parts given as (crc digest, size) pairs."""
-    math = CRC32C_MATH if algorithm == "crc32c" else CRC32_MATH
+    math = _MATHS[algorithm]
     crc = 0
     for digest, size in parts:
         crc = math.combine(crc, int.from_bytes(digest, "big"), size)
-    return struct.pack(">I", crc)
+    return crc.to_bytes(math.width // 8, "big")
 
 
 class Crc32c:
@@ -150,6 +176,23 @@ class Crc32:
         return struct.pack(">I", self._crc)
 
 
+class Crc64Nvme:
+    """Streaming CRC-64/NVME from a native function chained like `zlib.crc32`."""
+
+    def __init__(self, native: NativeCrc | None = None) -> None:
+        function = native or _CRC64NVME
+        if function is None:
+            raise ValueError("CRC64NVME needs amberio.core.crc64nvme")
+        self._native = function
+        self._crc = 0
+
+    def update(self, data: bytes) -> None:
+        self._crc = self._native(data, self._crc)
+
+    def digest(self) -> bytes:
+        return self._crc.to_bytes(8, "big")
+
+
 class Hasher(Protocol):
     def update(self, data: bytes, /) -> None: ...
     def digest(self) -> bytes: ...
@@ -160,6 +203,8 @@ def new_hasher(algorithm: str) -> Hasher:
         return Crc32()
     if algorithm == "crc32c":
         return Crc32c()
+    if algorithm == "crc64nvme":
+        return Crc64Nvme()
     if algorithm == "sha1":
         return hashlib.sha1()
     if algorithm == "sha256":
