@@ -246,6 +246,19 @@ def make_spec(
     )
 
 
+def needs_fresh_server(written: int, cost: int, budget: int) -> bool:
+    """Whether a server holding `written` bytes must be replaced before a row that may store
+    `cost` more (a row that stores nothing never triggers it, nor does a fresh server)."""
+    return written > 0 and cost > 0 and written + cost > budget
+
+
+def stored_bytes(row: Row, result: dict[str, Any], object_size: int) -> int:
+    """Body bytes a finished row stored: its PUTs, and the data set it wrote before the window
+    (GET/range/LIST bytes are read, not stored)."""
+    put = result["bytes"] if row.workload.op == "put" else 0
+    return put + int(result.get("populate_ops") or 0) * object_size
+
+
 @dataclass
 class SystemRun:
     """What running one system's rows produced."""
@@ -280,7 +293,7 @@ def run_system(
             cost = replication * bytes_written(
                 row, settings.max_bytes, objects if ds and ds not in populated else 0
             )
-            if server is not None and written > 0 and written + cost > settings.disk_budget:
+            if server is not None and needs_fresh_server(written, cost, settings.disk_budget):
                 log(
                     f"{system}: {written / 2**30:.1f} GiB stored, the next row may add "
                     f"{cost / 2**30:.1f} GiB: a fresh server (disk budget "
@@ -314,7 +327,7 @@ def run_system(
             if system == "raw" and row.workload.op == "put":
                 shutil.rmtree(server.workdir / spec.prefix, ignore_errors=True)
             else:
-                written += replication * (result["bytes"] + result["populate_ops"] * spec.size)
+                written += replication * stored_bytes(row, result, spec.size)
             if ds is not None:
                 populated.add(ds)
             w = row.workload

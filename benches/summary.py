@@ -44,6 +44,8 @@ def system_summaries(run: SystemRun) -> dict[str, Any]:
     for k, s in enumerate(run.servers):
         nth = f" #{k + 1}" if len(run.servers) > 1 else ""
         if isinstance(s, RawTarget):
+            if k > 0:
+                continue  # every incarnation is the same program
             lines.append(
                 "raw: Python threads (one per connection), write + fsync + rename + "
                 "directory fsync per object, open + preadv + close per read"

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pytest
+from benches.runner import needs_fresh_server, stored_bytes
 from benches.targets import target_checks
 from benches.workloads import (
     GIB,
@@ -228,3 +229,16 @@ def test_plan(capsys: pytest.CaptureFixture[str]) -> None:
     ]
     assert cli.main(["--plan", "--only", "nothing matches"]) == 0
     assert math.isfinite(cli.FULL["duration"])
+
+
+def test_disk_accounting() -> None:
+    put = Row(Workload("put", MIB, 16), "amberio", "native")
+    get = Row(Workload("get", MIB, 16), "amberio", "native")
+    assert stored_bytes(put, {"bytes": 10 * MIB, "populate_ops": 0}, MIB) == 10 * MIB
+    # a GET stores only the data set it wrote first, not the bytes it read
+    assert stored_bytes(get, {"bytes": 50 * MIB, "populate_ops": 3}, MIB) == 3 * MIB
+    assert stored_bytes(get, {"bytes": 50 * MIB, "populate_ops": 0}, MIB) == 0
+    assert needs_fresh_server(written=9, cost=2, budget=10)
+    assert not needs_fresh_server(written=9, cost=1, budget=10)
+    assert not needs_fresh_server(written=20, cost=0, budget=10)  # stores nothing: keep it
+    assert not needs_fresh_server(written=0, cost=20, budget=10)  # already fresh
