@@ -104,3 +104,23 @@ def test_configure_sqlite_in_a_fresh_process(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() in ("True", "False")
+
+
+def test_idle_slot_databases_are_closed(tmp_path: Path) -> None:
+    from amberio.storage.slots import SlotStore
+
+    store = SlotStore([str(tmp_path)])
+    store.prepare()
+    try:
+        first = store.db(1)
+        store.db(2)
+        first.last_used -= 60  # not fetched for a minute
+        assert store.close_idle(30.0) == 1
+        assert [db.slot_id for db in store.open_dbs()] == [2]
+        # Fetched again: a fresh handle on the same database.
+        again = store.db(1)
+        assert again is not first
+        assert again.read_head("a") is None
+        assert store.close_idle(30.0) == 0
+    finally:
+        store.close()

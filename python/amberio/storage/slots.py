@@ -87,6 +87,24 @@ class SlotStore:
                 self._retired.popleft().close()
             return found
 
+    def close_idle(self, idle_seconds: float) -> int:
+        """Close the slot databases nobody fetched for `idle_seconds`; returns how many.
+
+        An idle slot costs ~85 KiB; reopening one costs ~0.4 ms, once per use after a
+        pause. Closed outside the open lock (each close checkpoints the slot's WAL).
+        """
+        now = time.monotonic()
+        with self._open_lock:
+            idle = [sid for sid, db in self._dbs.items() if now - db.last_used > idle_seconds]
+            closing = [self._dbs.pop(sid) for sid in idle]
+            closing.extend(db for db in self._retired if now - db.last_used > idle_seconds)
+            self._retired = deque(db for db in self._retired if db not in closing)
+        for db in closing:
+            failed = _close_quietly(db)
+            if failed is not None:
+                log.warning("closing idle slot database %d failed: %s", db.slot_id, failed)
+        return len(closing)
+
     def _unretire(self, slot_id: int) -> SlotDb | None:
         for db in self._retired:
             if db.slot_id == slot_id:
