@@ -30,6 +30,7 @@ from typing import IO, Any, Final, Protocol
 
 from benches import loadgen
 from benches.proc import RssSampler, descendants, machine_busy_seconds, tree_cpu_seconds
+from benches.server import ServerError
 from benches.workloads import BUCKET, SMALL_OBJECT_LIMIT, Row, bytes_written
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -306,7 +307,11 @@ def run_system(
             if server is None:
                 server = factory()
                 run.servers.append(server)
-                server.start()
+                try:
+                    server.start()
+                except ServerError as exc:
+                    run.failure = f"{system} did not start: {exc}"
+                    break
                 if on_start is not None:
                     on_start(server)
             gone = server.dead()
