@@ -13,6 +13,7 @@ __all__ = [
     "RangeReader",
     "WrittenObject",
     "block_crc32c",
+    "crc64nvme",
     "sha256_hex",
     "slot_for_path",
     "verify_part",
@@ -37,6 +38,10 @@ def sha256_hex(data: bytes) -> str:
 def block_crc32c(data: bytes) -> bytes:
     """Little-endian u32 CRC32C of every BLOCK_SIZE block of `data`, in order (as
     `PartInfo.block_crc32c`). GIL released for large inputs."""
+
+def crc64nvme(data: bytes, previous: int = 0) -> int:
+    """CRC-64/NVME of `data` continuing from `previous`, the finished CRC of the bytes
+    before it (chained like `zlib.crc32`). GIL released for large inputs."""
 
 def verify_part(path: str, size: int, sha256: str) -> bytes:
     """Check a whole part file (size, then SHA-256, streaming) and return its block CRCs.

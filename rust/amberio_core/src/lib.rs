@@ -6,6 +6,7 @@
 //! a deadlock. Hashing and file I/O run detached from the interpreter (GIL released).
 
 pub mod chunk;
+pub mod crc64;
 pub mod errors;
 pub mod hash;
 pub mod parts;
@@ -109,6 +110,18 @@ fn block_crc32c<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
         hash::block_crcs(data)
     };
     PyBytes::new(py, &crcs)
+}
+
+/// CRC-64/NVME of `data` continuing from `previous`, the finished CRC of the bytes before it
+/// (chained like `zlib.crc32`; GIL released for large inputs).
+#[pyfunction]
+#[pyo3(signature = (data, previous = 0))]
+fn crc64nvme(py: Python<'_>, data: &[u8], previous: u64) -> u64 {
+    if data.len() > DETACH_THRESHOLD {
+        py.detach(|| crc64::crc64nvme(data, previous))
+    } else {
+        crc64::crc64nvme(data, previous)
+    }
 }
 
 /// Verify a whole part file (size and SHA-256) and return its block CRCs. GIL released.
@@ -467,6 +480,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(slot_for_path, m)?)?;
     m.add_function(wrap_pyfunction!(sha256_hex, m)?)?;
     m.add_function(wrap_pyfunction!(block_crc32c, m)?)?;
+    m.add_function(wrap_pyfunction!(crc64nvme, m)?)?;
     m.add_function(wrap_pyfunction!(verify_part, m)?)?;
     m.add_class::<PyObjectHasher>()?;
     m.add_class::<PyPartInfo>()?;

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from amberio.core import crc64nvme
 from amberio.http.s3 import checksums, meta
 
 # ---- checksums ------------------------------------------------------------------------------
@@ -98,11 +99,17 @@ def _crc64nvme_reference(data: bytes, crc: int = 0) -> int:
     return crc ^ 0xFFFFFFFFFFFFFFFF
 
 
-def test_crc64nvme_streaming_and_full_object_folding() -> None:
-    """What the gateway does once the Rust core has `crc64nvme` (here: a reference stands in)."""
+def test_crc64nvme_native_matches_the_bitwise_reference() -> None:
     assert _crc64nvme_reference(b"123456789") == 0xAE8B14860A799888  # the catalogued check value
+    assert crc64nvme(b"123456789") == 0xAE8B14860A799888
+    data = os.urandom(5_003)
+    assert crc64nvme(data) == _crc64nvme_reference(data)
+    assert crc64nvme(data[1000:], crc64nvme(data[:1000])) == crc64nvme(data)
+
+
+def test_crc64nvme_streaming_and_full_object_folding() -> None:
     a, b = os.urandom(70_000), os.urandom(1_234)
-    hasher = checksums.Crc64Nvme(native=_crc64nvme_reference)
+    hasher = checksums.Crc64Nvme()
     for piece in (a[:5], a[5:], b):
         hasher.update(piece)
     whole = _crc64nvme_reference(a + b)
@@ -117,9 +124,4 @@ def test_crc64nvme_streaming_and_full_object_folding() -> None:
         (zlib.crc32(b).to_bytes(4, "big"), len(b)),
     ]
     assert checksums.full_object_crc("crc32", crc32_parts) == zlib.crc32(a + b).to_bytes(4, "big")
-    if getattr(checksums.core, "crc64nvme", None) is None:
-        assert "crc64nvme" in checksums.KNOWN_UNSUPPORTED
-        with pytest.raises(ValueError):
-            checksums.Crc64Nvme()
-    else:
-        assert "crc64nvme" in checksums.ALGORITHMS
+    assert "crc64nvme" in checksums.ALGORITHMS

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from amberio.core import crc64nvme
 from tests.http.conftest import Client
 from tests.http.s3.conftest import s3_error, texts, xml_doc
 
@@ -153,7 +154,10 @@ def test_crc32c_checksum(raw: Client, bucket: str) -> None:
     nvme = raw.request(
         "PUT", target(bucket, "d"), body, {"x-amz-checksum-crc64nvme": "AAAAAAAAAAA="}
     )
-    assert nvme.status == 501 and s3_error(nvme).code == "NotImplemented"
+    assert (nvme.status, s3_error(nvme).code) == (400, "BadDigest")
+    good = base64.b64encode(crc64nvme(body).to_bytes(8, "big")).decode()
+    stored = raw.request("PUT", target(bucket, "d"), body, {"x-amz-checksum-crc64nvme": good})
+    assert stored.status == 200 and stored.headers.get("x-amz-checksum-crc64nvme") == good
 
 
 def test_payload_sha256_mismatch(raw: Client, bucket: str) -> None:
@@ -371,6 +375,15 @@ def test_delete_objects(s3: Any, raw: Client, bucket: str) -> None:
         {"Content-MD5": b64(hashlib.md5(b"x").digest())},
     )
     assert s3_error(bad_md5).code == "BadDigest"
+    # AWS CLI v2 checksums DeleteObjects bodies with CRC64NVME by default.
+    s3.put_object(Bucket=bucket, Key="v2", Body=b"x")
+    doc = b"<Delete><Object><Key>v2</Key></Object></Delete>"
+    wrong = b64(crc64nvme(doc + b"!").to_bytes(8, "big"))
+    bad_nvme = raw.request("POST", t, doc, {"x-amz-checksum-crc64nvme": wrong})
+    assert (bad_nvme.status, s3_error(bad_nvme).code) == (400, "BadDigest")
+    right = b64(crc64nvme(doc).to_bytes(8, "big"))
+    assert raw.request("POST", t, doc, {"x-amz-checksum-crc64nvme": right}).status == 200
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
 
 
 def test_copy_object(s3: Any, raw: Client, bucket: str) -> None:

@@ -38,13 +38,13 @@ Decisions where S3 or the contract leave room:
   whole object); `x-amz-mp-parts-count` for multipart objects.
 - Conditional writes (If-None-Match: *, If-Match) are checked against the current head just
   before the write; a concurrent writer between the check and the commit is not excluded.
-- Checksums: CRC32, CRC32C, SHA1, SHA256, SHA512 and MD5 are verified; a copy keeps its
+- Checksums: CRC32, CRC32C, CRC64NVME, SHA1, SHA256, SHA512 and MD5 are verified; a copy keeps its
   source's FULL_OBJECT checksum or, with `x-amz-checksum-algorithm` (or from a COMPOSITE
   source), gets one computed over the copied bytes. GetObjectAttributes answers from the head
   (ObjectParts lists part numbers and sizes, no per-part checksums).
 - 501 NotImplemented, besides §11's list: any server-side encryption (also AES256: nothing is
-  encrypted at rest), storage classes other than STANDARD, CRC64NVME and XXHASH checksums
-  (they need a native implementation), ListObjectVersions, SigV4A,
+  encrypted at rest), storage classes other than STANDARD, XXHASH checksums
+  (they would need a native implementation), ListObjectVersions, SigV4A,
   If-None-Match other than `*` on writes, bucket sub-resources (policy, cors, lifecycle, ...),
   POST Object. An unknown storage class is 400.
 - Keys: the HTTP server decodes the path lossily, so a key containing U+FFFD is refused (400

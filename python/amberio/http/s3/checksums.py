@@ -1,10 +1,10 @@
 """Streaming checksums S3 clients send: Content-MD5 and
 `x-amz-checksum-{crc32,crc32c,sha1,sha256,sha512,md5}`.
 
-CRC64NVME (what AWS CLI v2 sends by default) is verified once the Rust core has
-`crc64nvme(data, previous) -> int` (chained like `zlib.crc32`); until then it answers 501, as
-the XXHASH family does: no byte is checksummed in a Python loop here. Its multipart FULL_OBJECT
-value is folded like CRC32's (`CrcMath` of width 64), with no byte re-read.
+CRC64NVME (what AWS CLI v2 sends by default) comes from the Rust core's
+`crc64nvme(data, previous) -> int` (chained like `zlib.crc32`); its multipart FULL_OBJECT value
+is folded like CRC32's (`CrcMath` of width 64), with no byte re-read. The XXHASH family answers
+501: no byte is checksummed in a Python loop here.
 
 MD5/SHA come from hashlib and CRC32 from zlib. CRC32C comes from the Rust core, which gives
 the CRC32C of every 64 KiB block (`amberio.core.block_crc32c`); the whole-stream value is
@@ -22,21 +22,14 @@ import zlib
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from amberio import core
-from amberio.core import BLOCK_SIZE, block_crc32c
+from amberio.core import BLOCK_SIZE, block_crc32c, crc64nvme
 from amberio.http.s3.errors import S3Error, not_implemented
 
 NativeCrc = Callable[[bytes, int], int]
-_CRC64NVME: Final[NativeCrc | None] = getattr(core, "crc64nvme", None)
 
-_BASE: Final = ("crc32", "crc32c", "sha1", "sha256", "sha512", "md5")
-ALGORITHMS: Final = (*_BASE, "crc64nvme") if _CRC64NVME is not None else _BASE
+ALGORITHMS: Final = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256", "sha512", "md5")
 """`x-amz-checksum-<name>` algorithms we verify, in their header spelling."""
-KNOWN_UNSUPPORTED: Final = (
-    ("xxhash64", "xxhash3", "xxhash128")
-    if _CRC64NVME is not None
-    else ("crc64nvme", "xxhash64", "xxhash3", "xxhash128")
-)
+KNOWN_UNSUPPORTED: Final = ("xxhash64", "xxhash3", "xxhash128")
 """Algorithms S3 has that we do not verify: 501 NotImplemented, never silently ignored."""
 FULL_OBJECT_ALGORITHMS: Final = ("crc32", "crc32c", "crc64nvme")
 """Algorithms whose multipart checksum can be of the whole object (CRCs combine)."""
@@ -179,11 +172,8 @@ class Crc32:
 class Crc64Nvme:
     """Streaming CRC-64/NVME from a native function chained like `zlib.crc32`."""
 
-    def __init__(self, native: NativeCrc | None = None) -> None:
-        function = native or _CRC64NVME
-        if function is None:
-            raise ValueError("CRC64NVME needs amberio.core.crc64nvme")
-        self._native = function
+    def __init__(self, native: NativeCrc = crc64nvme) -> None:
+        self._native = native
         self._crc = 0
 
     def update(self, data: bytes) -> None:
