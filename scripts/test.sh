@@ -126,6 +126,9 @@ fi
 if ! command -v curl >/dev/null 2>&1; then
     apt_install curl
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl  # the S3 tests make a throwaway certificate for boto3 over HTTPS
+fi
 if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     apt_install python3-venv
 fi
