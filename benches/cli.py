@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -248,7 +249,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, key, value)
     args.only = [p.strip() for item in args.only for p in item.split(",") if p.strip()]
     if args.disk_budget is None:
-        usage = shutil.disk_usage(os.environ.get("TMPDIR", "/tmp"))
+        usage = shutil.disk_usage(tempfile.gettempdir())  # where the servers keep their data
         args.disk_budget = usage.free // 2
     return args
 
