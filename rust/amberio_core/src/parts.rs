@@ -1,5 +1,5 @@
-//! Part file writing: temp file in tmp_dir, write, fsync, rename to
-//! `<final_dir>/part.<part_no:08>.<sha256hex>`, directory fsync once in `finish`.
+//! Part file writing: temp file in tmp_dir, write, rename to
+//! `<final_dir>/part.<part_no:08>.<sha256hex>`, fsync; directory fsync once in `finish`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -327,12 +327,15 @@ impl PartWriter {
         }
     }
 
-    /// fsync the current temp file and rename it to its final, content-addressed name.
+    /// Rename the current temp file to its final, content-addressed name, then fsync it.
+    ///
+    /// Renamed first: the fsync then commits the file's data and the rename in one
+    /// filesystem journal commit (ext4 commits every pending metadata change), so the
+    /// directory fsyncs in `finish` find nothing left to commit. A part under its final
+    /// name but not yet synced is harmless: no head references it before `finish`
+    /// returned (GC removes files without rows), and reads verify its SHA-256.
     fn seal_current(&mut self) -> CoreResult<()> {
         let part = self.current.as_mut().expect("seal without an open part");
-        part.file
-            .sync_data()
-            .map_err(io_err("fsync", &part.tmp_path))?;
         let sha = std::mem::take(&mut part.sha);
         if self.obj_sha.is_none() {
             self.obj_sha = Some(sha.clone());
@@ -343,6 +346,10 @@ impl PartWriter {
             .join(part_file_name(self.next_part_no, &sha_hex));
         fs::rename(&part.tmp_path, &final_path)
             .map_err(|e| CoreError::io("rename", &part.tmp_path, e))?;
+        if let Err(e) = part.file.sync_data() {
+            let _ = fs::remove_file(&final_path);
+            return Err(CoreError::io("fsync", &final_path, e));
+        }
         let part = self.current.take().expect("checked above");
         self.parts.push(PartInfo {
             part_no: self.next_part_no,
