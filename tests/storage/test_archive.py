@@ -8,7 +8,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,26 +26,16 @@ from amberio.config import (
     S3Credentials,
 )
 from amberio.errors import Unavailable
-from amberio.storage import layout
 from amberio.storage.archive import Archives, parse_archive_url
 from amberio.storage.blobs import BlobStore
-from amberio.storage.heads import Head
-from amberio.storage.index import NodeIndex
-from amberio.storage.init_scan import ScanEntry, import_entry, run_init_scan
+from amberio.storage.init_scan import ScanCounts, ScanEntry, import_entry, run_init_scan
 from amberio.storage.slots import SlotStore
 from tests.cluster.conftest import RedisServer
-
-PART = 64 * 1024
-TOTAL_SLOTS = 16
+from tests.storage.nodes import PART, TOTAL_SLOTS, Node
 
 
 def pattern(n: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(n)
-
-
-async def chunks(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
 
 
 @pytest.fixture(scope="module")
@@ -66,76 +56,6 @@ def rclient(redis_server: RedisServer) -> Iterator[redis.Redis]:
 def executor() -> Iterator[ThreadPoolExecutor]:
     with ThreadPoolExecutor(max_workers=4) as pool:
         yield pool
-
-
-class Node:
-    def __init__(self, disk: Path, executor: ThreadPoolExecutor, archive: ArchiveConfig | None):
-        self.disk = str(disk)
-        self.slots = SlotStore([self.disk])
-        self.slots.prepare()
-        self.index = NodeIndex(os.path.join(self.disk, "amberio", "index.sqlite3"))
-        self.store = BlobStore(
-            node_id="node-1",
-            slots=self.slots,
-            index=self.index,
-            part_size=PART,
-            executor=executor,
-            slot_of=lambda p: slot_for_path(p, TOTAL_SLOTS),
-            holds=lambda _s: True,
-        )
-        self.archive_config = archive
-
-    def slot_of(self, path: str) -> int:
-        return slot_for_path(path, TOTAL_SLOTS)
-
-    def run(self, body: Any) -> Any:
-        """Run `body(store)` on a fresh loop with a fresh Archives (clients are per loop)."""
-
-        async def go() -> Any:
-            self.store.archive = Archives(self.archive_config)
-            try:
-                return await body(self.store)
-            finally:
-                await self.store.archive.close()
-
-        return asyncio.run(go())
-
-    def put(self, path: str, data: bytes) -> Any:
-        async def go(store: BlobStore) -> Any:
-            return await store.put(
-                path, chunks(data), content_length=len(data), write_id=None, content_type=None
-            )
-
-        return self.run(go)
-
-    def read(self, path: str, range_header: str | None = None) -> bytes:
-        async def go(store: BlobStore) -> bytes:
-            plan = store.plan_read(path, range_header)
-            out = bytearray()
-            async for piece in await store.open_stream(plan):
-                out += piece
-            return bytes(out)
-
-        result: bytes = self.run(go)
-        return result
-
-    def head(self, path: str) -> Head:
-        head = self.slots.db(self.slot_of(path)).read_head(path)
-        assert head is not None
-        return head
-
-    def blob_dir(self, path: str) -> str:
-        return layout.blob_dir(layout.slot_dir([self.disk], self.slot_of(path)), path)
-
-    def part_files(self, path: str) -> list[str]:
-        found: list[str] = []
-        for root, _dirs, files in os.walk(self.blob_dir(path)):
-            found += [os.path.join(root, f) for f in files if f.startswith("part.")]
-        return sorted(found)
-
-    def close(self) -> None:
-        self.index.close()
-        self.slots.close()
 
 
 def archive_config(server: RedisServer) -> ArchiveConfig:
@@ -517,17 +437,8 @@ def test_init_scan_from_an_s3_bucket(
     # The user's bucket is the archive: reads of imported heads use its credentials.
     plain = Node(tmp_path / "disk", executor, s3_config(s3_endpoint, "existing"))
 
-    def scan() -> Any:
-        return asyncio.run(
-            run_init_scan(
-                config,
-                disks=[plain.disk],
-                slot_of=plain.slot_of,
-                holds=lambda _s: True,
-                part_size=PART,
-                archive=plain.archive_config,
-            )
-        )
+    def scan() -> ScanCounts:
+        return plain.init_scan(config)
 
     try:
         counts = scan()

@@ -23,8 +23,9 @@ from amberio.storage import archive_s3
 from amberio.storage.archive import Archives, rewrite_meta
 from amberio.storage.archive_s3 import FileSlice, S3Archive, _check_range, s3_part_size
 from amberio.storage.archive_stores import ArchiveUnavailable
+from tests.storage.nodes import PART, Node
 from tests.storage.seaweed import S3Service, from_env, seaweedfs, weed_binary
-from tests.storage.test_archive import PART, Node, imported, pattern
+from tests.storage.test_archive import imported, pattern
 
 MiB = 1024 * 1024
 
@@ -353,7 +354,7 @@ def test_init_scan_pages_through_a_seaweedfs_listing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from amberio.config import InitScanConfig, InitScanS3Config
-    from amberio.storage.init_scan import run_init_scan
+    from amberio.storage.init_scan import ScanCounts
 
     raw = s3.client()
     bodies = {f"{prefix}/scan/{i:02}.bin": pattern(500 + i, seed=40 + i) for i in range(5)}
@@ -378,17 +379,8 @@ def test_init_scan_pages_through_a_seaweedfs_listing(
     node = Node(tmp_path / "disk", executor, config(s3, prefix))
     scan = InitScanConfig(s3=InitScanS3Config(bucket=s3.bucket, prefix=f"{prefix}/scan/"))
 
-    def run() -> Any:
-        return asyncio.run(
-            run_init_scan(
-                scan,
-                disks=[node.disk],
-                slot_of=node.slot_of,
-                holds=lambda _s: True,
-                part_size=PART,
-                archive=node.archive_config,
-            )
-        )
+    def run() -> ScanCounts:
+        return node.init_scan(scan)
 
     try:
         counts = run()

@@ -7,38 +7,26 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
-from amberio.cluster.placement import slot_for_path
 from amberio.config import ArchiveConfig, ArchiveRedisConfig
 from amberio.storage import cache as cache_module
-from amberio.storage import layout
-from amberio.storage.archive import Archives
 from amberio.storage.blobs import BlobStore
 from amberio.storage.cache import LocalCache
-from amberio.storage.heads import Head
-from amberio.storage.index import NodeIndex
 from amberio.storage.slots import SlotStore
 from tests.cluster.conftest import RedisServer
+from tests.storage.nodes import PART, Node, chunks
 
-PART = 64 * 1024
 BLOB = 100_000  # two parts: 65536 + 34464
-TOTAL_SLOTS = 16
 
 
 def body(seed: int, size: int = BLOB) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-async def chunks(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +41,7 @@ def executor() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-class Node:
+class CachedNode(Node):
     """One node's storage with a LocalCache attached (no HTTP)."""
 
     def __init__(
@@ -64,65 +52,9 @@ class Node:
         max_bytes: int,
         read_guard_seconds: float = 0.0,
     ) -> None:
-        self.disk = str(disk)
-        self.slots = SlotStore([self.disk])
-        self.slots.prepare()
-        self.index = NodeIndex(os.path.join(self.disk, "amberio", "index.sqlite3"))
-        self.store = BlobStore(
-            node_id="node-1",
-            slots=self.slots,
-            index=self.index,
-            part_size=PART,
-            executor=executor,
-            slot_of=self.slot_of,
-            holds=lambda _s: True,
-        )
-        self.archive_config = archive
+        super().__init__(disk, executor, archive)
         self.cache = LocalCache(self.slots, max_bytes, read_guard_seconds=read_guard_seconds)
         self.store.cache = self.cache
-
-    def slot_of(self, path: str) -> int:
-        return slot_for_path(path, TOTAL_SLOTS)
-
-    def run(self, fn: Any) -> Any:
-        async def go() -> Any:
-            self.store.archive = Archives(self.archive_config)
-            try:
-                return await fn(self.store)
-            finally:
-                await self.store.archive.close()
-
-        return asyncio.run(go())
-
-    def put(self, path: str, data: bytes) -> None:
-        async def go(store: BlobStore) -> None:
-            await store.put(
-                path, chunks(data), content_length=len(data), write_id=None, content_type=None
-            )
-
-        self.run(go)
-
-    def read(self, path: str) -> bytes:
-        async def go(store: BlobStore) -> bytes:
-            out = bytearray()
-            async for piece in await store.open_stream(store.plan_read(path, None)):
-                out += piece
-            return bytes(out)
-
-        result: bytes = self.run(go)
-        return result
-
-    def head(self, path: str) -> Head:
-        head = self.slots.db(self.slot_of(path)).read_head(path)
-        assert head is not None
-        return head
-
-    def part_files(self, path: str) -> list[str]:
-        root = layout.blob_dir(self.slots.slot_dir(self.slot_of(path)), path)
-        found: list[str] = []
-        for here, _dirs, files in os.walk(root):
-            found += [os.path.join(here, f) for f in files if f.startswith("part.")]
-        return sorted(found)
 
     def part_rows(self, path: str) -> list[int]:
         head = self.head(path)
@@ -142,10 +74,6 @@ class Node:
                 os.path.getsize(os.path.join(here, f)) for f in files if f.startswith("part.")
             )
         return total
-
-    def close(self) -> None:
-        self.index.close()
-        self.slots.close()
 
 
 def redis_archive(server: RedisServer) -> ArchiveConfig:
@@ -169,14 +97,16 @@ def archived_node(
     server: RedisServer,
     max_bytes: int,
     read_guard_seconds: float = 0.0,
-) -> Node:
-    return Node(tmp_path / "disk", executor, redis_archive(server), max_bytes, read_guard_seconds)
+) -> CachedNode:
+    return CachedNode(
+        tmp_path / "disk", executor, redis_archive(server), max_bytes, read_guard_seconds
+    )
 
 
 def test_accounting_counts_part_bytes_and_stored_parts(
     tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
-    node = Node(tmp_path / "disk", executor, None, max_bytes=10**9)
+    node = CachedNode(tmp_path / "disk", executor, None, max_bytes=10**9)
     try:
         for i in range(3):
             node.put(f"acct/{i}", body(i))
@@ -200,7 +130,7 @@ def test_accounting_counts_part_bytes_and_stored_parts(
 def test_parts_without_archive_url_are_never_evicted(
     tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
-    node = Node(tmp_path / "disk", executor, None, max_bytes=BLOB)
+    node = CachedNode(tmp_path / "disk", executor, None, max_bytes=BLOB)
     try:
         for i in range(4):
             node.put(f"plain/{i}", body(i))

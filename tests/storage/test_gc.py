@@ -8,51 +8,34 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from amberio.cluster.placement import slot_for_path
 from amberio.storage import gc, layout
-from amberio.storage.blobs import BlobStore
-from amberio.storage.index import NodeIndex
 from amberio.storage.metadata import SlotDb
-from amberio.storage.slots import SlotStore
+from tests.storage.nodes import NodeStorage, chunks, read_all
 
-PART = 64 * 1024
 TOTAL_SLOTS = 8
 DAY = 86400.0
 GRACE = DAY
 
 
-async def _chunks(data: bytes) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), 50_000):
-        yield data[i : i + 50_000]
-
-
-class Disk:
+class Disk(NodeStorage):
     def __init__(self, root: Path, executor: ThreadPoolExecutor) -> None:
-        self.disk = str(root)
-        self.slots = SlotStore([self.disk])
-        self.slots.prepare()
-        self.index = NodeIndex(os.path.join(self.disk, "amberio", "index.sqlite3"))
-        self.store = BlobStore(
-            node_id="node-1",
-            slots=self.slots,
-            index=self.index,
-            part_size=PART,
-            executor=executor,
-            slot_of=lambda p: slot_for_path(p, TOTAL_SLOTS),
-            holds=lambda _s: True,
-        )
+        super().__init__(root, executor, total_slots=TOTAL_SLOTS)
 
     def put(self, path: str, data: bytes) -> int:
         result = asyncio.run(
             self.store.put(
-                path, _chunks(data), content_length=len(data), write_id=None, content_type=None
+                path,
+                chunks(data, 50_000),
+                content_length=len(data),
+                write_id=None,
+                content_type=None,
             )
         )
         return result.generation
@@ -61,17 +44,10 @@ class Disk:
         return asyncio.run(self.store.delete(path, write_id=None)).generation
 
     def read(self, path: str) -> bytes:
-        async def go() -> bytes:
-            plan = self.store.plan_read(path, None)
-            out = bytearray()
-            async for piece in await self.store.open_stream(plan):
-                out += piece
-            return bytes(out)
-
-        return asyncio.run(go())
+        return asyncio.run(read_all(self.store, path))
 
     def db(self, path: str) -> SlotDb:
-        return self.slots.db(slot_for_path(path, TOTAL_SLOTS))
+        return self.slots.db(self.slot_of(path))
 
     def collect(self, path: str, *, now: float, grace: float = GRACE, **kw: Any) -> gc.GcStats:
         db = self.db(path)
@@ -105,8 +81,7 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
     with ThreadPoolExecutor(4) as executor:
         found = Disk(tmp_path / "disk", executor)
         yield found
-        found.index.close()
-        found.slots.close()
+        found.close()
 
 
 def data(size: int, seed: int) -> bytes:
@@ -229,7 +204,7 @@ def test_pending_generation_parts_are_kept_then_collected(disk: Disk) -> None:
             generation=5,
             part_no=0,
             sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-            body=_chunks(b"test"),
+            body=chunks(b"test"),
             content_length=4,
         )
 
