@@ -38,6 +38,7 @@ from amberio.storage.archive_stores import (
     CONNECT_TIMEOUT,
     ArchiveStore,
     ArchiveUnavailable,
+    check_object_size,
 )
 
 MULTIPART_THRESHOLD = 32 * 1024 * 1024
@@ -350,5 +351,4 @@ def _check_range(url: str, answer: dict[str, Any], start: int, size: int | None 
         )
     else:
         total = answer.get("ContentLength")
-    if size is not None and total is not None and int(total) != size:
-        raise ArchiveUnavailable(f"archive object {url} holds {total} bytes; the blob has {size}")
+    check_object_size(url, None if total is None else int(total), size)

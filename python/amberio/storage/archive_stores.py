@@ -41,6 +41,14 @@ class ArchiveUnavailable(Unavailable):
     code = "Unavailable"
 
 
+def check_object_size(url: str, stored: int | None, size: int | None) -> None:
+    """Refuse an archived object whose whole size (`stored`, when known) is not the blob's
+    `size` (when given): it is not the blob the head describes, and none of its bytes may be
+    used."""
+    if size is not None and stored is not None and stored != size:
+        raise ArchiveUnavailable(f"archive object {url} holds {stored} bytes; the blob has {size}")
+
+
 @dataclass(frozen=True, slots=True)
 class ArchiveLocation:
     url: str
@@ -170,10 +178,7 @@ class RedisArchive(ArchiveStore):
             stored = int(await self.client.strlen(key))
             if stored == 0 and not await self.client.exists(key):
                 raise ArchiveUnavailable(f"archive object {url} does not exist")
-            if size is not None and stored != size:
-                raise ArchiveUnavailable(
-                    f"archive object {url} holds {stored} bytes; the blob has {size}"
-                )
+            check_object_size(url, stored, size)
             if stored < start + length:
                 raise ArchiveUnavailable(
                     f"archive object {url} holds {stored} bytes; bytes up to "
