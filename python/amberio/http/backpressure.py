@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import stat
 import struct
 import termios
 from typing import ClassVar
@@ -65,10 +66,12 @@ class SocketWatch:
             sock = cls._dup_if_peer(cached, want)
             if sock is not None:
                 return cls(sock)
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
+        # fstat, not readlink of /proc/self/fd/N: with a thousand slot databases open
+        # (3 descriptors each) readlink took ~20 ms per lookup, fstat ~2 ms. Newest
+        # descriptors first: a new connection usually has one of the highest numbers.
+        for fd in sorted((int(n) for n in os.listdir("/proc/self/fd")), reverse=True):
             try:
-                if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                if not stat.S_ISSOCK(os.fstat(fd).st_mode):
                     continue
             except OSError:
                 continue
