@@ -14,17 +14,15 @@ A cluster initialized with `archive: {archive_type: redis}` (layout `versioned`)
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import socket
 import urllib.parse
 from typing import Any
 
-import redis
-
 from _harness import (
     Case,
     Node,
+    RedisArchiveKeys,
     check,
     eventually,
     expect_eq,
@@ -46,13 +44,9 @@ def closed_port() -> int:
 
 
 def main(case: Case) -> None:
-    client = redis.Redis.from_url(case.opts.redis_url)
-    prefix = f"amberio-it-011:{secrets.token_hex(4)}"
-    try:
-        archive = {
-            "archive_type": "redis",
-            "redis": {"url": case.opts.redis_url, "key_prefix": prefix},
-        }
+    with RedisArchiveKeys(case.opts.redis_url, "011") as redis_archive:
+        client, prefix = redis_archive.client, redis_archive.key_prefix
+        archive = redis_archive.archive_config()
         cluster = case.cluster(part_size=PART_SIZE, extra_config={"archive": archive})
         entry = cluster[0]
 
@@ -123,10 +117,6 @@ def main(case: Case) -> None:
             expect_status(other[0].api.get("cases/011/down.bin"), (404, 410), "GET after it")
 
         case.soft("archive down", archive_down)
-    finally:
-        for found in client.scan_iter(match=f"{prefix}*"):
-            client.delete(found)
-        client.close()
 
 
 if __name__ == "__main__":

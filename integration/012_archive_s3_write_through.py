@@ -25,7 +25,6 @@ prefix, credentials}}` (layout `mirror`, the S3 default):
 from __future__ import annotations
 
 import hashlib
-import secrets
 import shutil
 from typing import Any
 
@@ -61,9 +60,8 @@ def part_file_names(body: bytes) -> dict[int, str]:
 def main(case: Case) -> None:
     s3 = s3_target()
     client = s3.client()
-    prefix = f"it-012-{secrets.token_hex(4)}"
-    key = f"{prefix}/{PATH}"
-    try:
+    with s3.case_prefix("012") as prefix:
+        key = f"{prefix}/{PATH}"
         cluster = case.cluster(
             part_size=PART_SIZE, extra_config={"archive": s3.archive_config(prefix)}
         )
@@ -182,8 +180,6 @@ def main(case: Case) -> None:
                 blob_dir = node.slot_dir(via.api.slot_of(path)) / "blobs" / path
                 files = sorted(p.name for p in blob_dir.rglob("part.*"))
                 expect_eq(files, [], f"{node}: part files of {path} after the failed GET")
-    finally:
-        s3.delete_prefix(prefix)
 
 
 if __name__ == "__main__":

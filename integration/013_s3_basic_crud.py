@@ -19,43 +19,29 @@ import hashlib
 import io
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from _harness import Case, Node, check, expect_eq, fail, pattern_bytes, run_case
+from _harness import (
+    Case,
+    S3Gateway,
+    check,
+    expect_eq,
+    fail,
+    pattern_bytes,
+    run_case,
+    s3_error_of,
+)
 
-ACCESS_KEY = "AKIDINTEGRATION013"
-SECRET_KEY = "integration-013-secret"
+GATEWAY = S3Gateway("AKIDINTEGRATION013", "integration-013-secret")
 BUCKET = "case-013"
 MIB = 1024 * 1024
 
 
-def s3_config() -> dict[str, Any]:
-    return {"s3": {"credentials": [{"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}]}}
-
-
-def s3_client(node: Node) -> Any:
-    """boto3 with default settings, pointed at one node."""
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{node.addr}",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 2}),
-    )
-
-
-def error_of(exc: ClientError) -> tuple[int, str]:
-    return exc.response["ResponseMetadata"]["HTTPStatusCode"], exc.response["Error"]["Code"]
-
-
 def main(case: Case) -> None:
-    cluster = case.cluster(extra_config=s3_config())
+    cluster = case.cluster(extra_config=GATEWAY.config())
     nodes = cluster.nodes
-    writer = s3_client(nodes[0])
-    readers = [s3_client(n) for n in nodes]
+    writer = GATEWAY.client(nodes[0])
+    readers = [GATEWAY.client(n) for n in nodes]
 
     case.step("put five objects through node-1")
     objects = {
@@ -105,7 +91,7 @@ def main(case: Case) -> None:
             reader.get_object(Bucket=BUCKET, Key=gone)
         except ClientError as exc:
             expect_eq(
-                error_of(exc), (404, "NoSuchKey"), f"GetObject of deleted key via {node.node_id}"
+                s3_error_of(exc), (404, "NoSuchKey"), f"GetObject of deleted key via {node.node_id}"
             )
         else:
             fail(f"GetObject of a deleted key via {node.node_id} succeeded")

@@ -18,45 +18,32 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import urllib.parse
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from _harness import Case, Node, check, expect_eq, fail, http_request, pattern_bytes, run_case
+from _harness import (
+    Case,
+    S3Gateway,
+    check,
+    expect_eq,
+    fail,
+    http_request,
+    pattern_bytes,
+    run_case,
+    s3_error_of,
+)
 
-ACCESS_KEY = "AKIDINTEGRATION014"
-SECRET_KEY = "integration-014-secret"
+GATEWAY = S3Gateway("AKIDINTEGRATION014", "integration-014-secret")
 BUCKET = "case-014"
 MIB = 1024 * 1024
-
-
-def s3_config() -> dict[str, Any]:
-    return {"s3": {"credentials": [{"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}]}}
-
-
-def s3_client(node: Node) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{node.addr}",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 2}),
-    )
-
-
-def error_of(exc: ClientError) -> tuple[int, str]:
-    return exc.response["ResponseMetadata"]["HTTPStatusCode"], exc.response["Error"]["Code"]
 
 
 def expect_error(call: Any, status: int, code: str | None, what: str) -> None:
     try:
         call()
     except ClientError as exc:
-        got_status, got_code = error_of(exc)
+        got_status, got_code = s3_error_of(exc)
         expect_eq(got_status, status, f"{what}: status")
         if code is not None:
             expect_eq(got_code, code, f"{what}: error code")
@@ -65,9 +52,9 @@ def expect_error(call: Any, status: int, code: str | None, what: str) -> None:
 
 
 def main(case: Case) -> None:
-    cluster = case.cluster(extra_config=s3_config())
-    s3 = s3_client(cluster[0])
-    other = s3_client(cluster[len(cluster.nodes) - 1])
+    cluster = case.cluster(extra_config=GATEWAY.config())
+    s3 = GATEWAY.client(cluster[0])
+    other = GATEWAY.client(cluster[len(cluster.nodes) - 1])
     data = pattern_bytes(100_000, 14)
     put = s3.put_object(Bucket=BUCKET, Key="obj", Body=data, ContentType="application/x-test")
     etag = put["ETag"]
@@ -228,8 +215,9 @@ def main(case: Case) -> None:
         )
         # Without a signature this is refused before the feature is looked at; sign it.
         if resp.status == 403:
-            resp = signed_get(
+            resp = GATEWAY.signed_request(
                 node,
+                "GET",
                 f"/{BUCKET}/obj",
                 {
                     "x-amz-server-side-encryption-customer-algorithm": "AES256",
@@ -269,21 +257,6 @@ def main(case: Case) -> None:
     ]:
         case.step(label)
         case.soft(label, block)
-
-
-def signed_get(node: Node, path: str, headers: dict[str, str]) -> Any:
-    """A GET signed with SigV4 by botocore's signer, sent with the harness's HTTP client."""
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    url = f"http://{node.addr}{urllib.parse.quote(path, safe='/~')}"
-    request = AWSRequest(method="GET", url=url, headers=dict(headers))
-    S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(request)
-    signed = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()}
-    return http_request(
-        "127.0.0.1", node.port, "GET", urllib.parse.quote(path, safe="/~"), headers=signed
-    )
 
 
 if __name__ == "__main__":

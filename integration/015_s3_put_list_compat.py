@@ -24,72 +24,42 @@ import os
 import urllib.parse
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from _harness import Case, Node, check, expect_eq, fail, http_request, run_case
+from _harness import (
+    Case,
+    S3Gateway,
+    check,
+    expect_eq,
+    fail,
+    run_case,
+    s3_error_of,
+)
 
-ACCESS_KEY = "AKIDINTEGRATION015"
-SECRET_KEY = "integration-015-secret"
+GATEWAY = S3Gateway("AKIDINTEGRATION015", "integration-015-secret")
 BUCKET = "case-015"
-
-
-def s3_config() -> dict[str, Any]:
-    return {"s3": {"credentials": [{"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}]}}
-
-
-def s3_client(node: Node) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{node.addr}",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 2}),
-    )
-
-
-def error_of(exc: ClientError) -> tuple[int, str]:
-    return exc.response["ResponseMetadata"]["HTTPStatusCode"], exc.response["Error"]["Code"]
 
 
 def expect_error(call: Any, status: int, code: str, what: str) -> None:
     try:
         call()
     except ClientError as exc:
-        expect_eq(error_of(exc), (status, code), what)
+        expect_eq(s3_error_of(exc), (status, code), what)
         return
     fail(f"{what}: expected HTTP {status} {code}, the call succeeded")
 
 
-def signed_request(
-    node: Node, method: str, target: str, headers: dict[str, str], body: bytes = b""
-) -> Any:
-    """A request signed (SigV4) by botocore's signer, sent with the harness's HTTP client."""
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    request = AWSRequest(
-        method=method, url=f"http://{node.addr}{target}", headers=dict(headers), data=body
-    )
-    S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(request)
-    signed = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()}
-    return http_request("127.0.0.1", node.port, method, target, body or None, signed)
-
-
 def main(case: Case) -> None:
-    cluster = case.cluster(extra_config=s3_config())
+    cluster = case.cluster(extra_config=GATEWAY.config())
     node = cluster[0]
-    s3 = s3_client(node)
-    reader = s3_client(cluster[len(cluster.nodes) - 1])
+    s3 = GATEWAY.client(node)
+    reader = GATEWAY.client(cluster[len(cluster.nodes) - 1])
 
     def exists(key: str) -> bool:
         try:
             reader.head_object(Bucket=BUCKET, Key=key)
         except ClientError as exc:
-            expect_eq(error_of(exc)[0], 404, f"HeadObject {key}")
+            expect_eq(s3_error_of(exc)[0], 404, f"HeadObject {key}")
             return False
         return True
 
@@ -161,7 +131,7 @@ def main(case: Case) -> None:
                 hashlib.md5(key).digest()
             ).decode(),
         }
-        resp = signed_request(node, "PUT", f"/{BUCKET}/nope/ssec", sse_headers, b"secret")
+        resp = GATEWAY.signed_request(node, "PUT", f"/{BUCKET}/nope/ssec", sse_headers, b"secret")
         expect_eq(resp.status, 501, f"PutObject with SSE-C headers: {resp.describe()}")
         check(b"<Code>NotImplemented</Code>" in resp.body, f"SSE-C answer: {resp.describe()}")
         check(
@@ -249,13 +219,17 @@ def main(case: Case) -> None:
             "NotImplemented",
             "ListObjectsV2 x-amz-optional-object-attributes",
         )
-        resp = signed_request(node, "GET", f"/{BUCKET}?list-type=2&encoding-type=base64", {})
+        resp = GATEWAY.signed_request(
+            node, "GET", f"/{BUCKET}?list-type=2&encoding-type=base64", {}
+        )
         expect_eq(resp.status, 400, f"encoding-type=base64: {resp.describe()}")
         check(
             b"<Code>InvalidArgument</Code>" in resp.body, f"encoding-type=base64: {resp.describe()}"
         )
         quoted = urllib.parse.quote("***", safe="")
-        resp = signed_request(node, "GET", f"/{BUCKET}?list-type=2&continuation-token={quoted}", {})
+        resp = GATEWAY.signed_request(
+            node, "GET", f"/{BUCKET}?list-type=2&continuation-token={quoted}", {}
+        )
         check(
             b"<Code>InvalidArgument</Code>" in resp.body and resp.status == 400,
             f"raw continuation-token=***: {resp.describe()}",

@@ -25,17 +25,24 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from _harness import Case, Node, check, expect_eq, fail, http_request, run_case
+from _harness import (
+    Case,
+    Node,
+    S3Gateway,
+    check,
+    expect_eq,
+    fail,
+    http_request,
+    run_case,
+    s3_error_of,
+)
 
 ACCESS_KEY = "AKIDINTEGRATION018"
 SECRET_KEY = "integration-018-secret"
+GATEWAY = S3Gateway(ACCESS_KEY, SECRET_KEY)
 BUCKET = "case-018"
 MIB = 1024 * 1024
 BIG = 200 * MIB
-
-
-def s3_config() -> dict[str, Any]:
-    return {"s3": {"credentials": [{"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}]}}
 
 
 def s3_client(
@@ -49,10 +56,6 @@ def s3_client(
         region_name="us-east-1",
         config=Config(**config) if config else None,
     )
-
-
-def error_of(exc: ClientError) -> tuple[int, str]:
-    return exc.response["ResponseMetadata"]["HTTPStatusCode"], exc.response["Error"]["Code"]
 
 
 def write_random_file(path: Path, size: int) -> str:
@@ -76,7 +79,7 @@ def file_md5(path: Path) -> str:
 
 
 def main(case: Case) -> None:
-    cluster = case.cluster(extra_config=s3_config())
+    cluster = case.cluster(extra_config=GATEWAY.config())
     s3 = s3_client(cluster[0])
     other = s3_client(cluster[len(cluster.nodes) - 1])
 
@@ -139,7 +142,7 @@ def main(case: Case) -> None:
             wrong.put_object(Bucket=BUCKET, Key="auth/wrong-secret", Body=b"x")
         except ClientError as exc:
             expect_eq(
-                error_of(exc), (403, "SignatureDoesNotMatch"), "PutObject with a wrong secret"
+                s3_error_of(exc), (403, "SignatureDoesNotMatch"), "PutObject with a wrong secret"
             )
         else:
             fail("PutObject signed with a wrong secret was accepted")
@@ -147,7 +150,9 @@ def main(case: Case) -> None:
         try:
             unknown.get_object(Bucket=BUCKET, Key="presigned/x")
         except ClientError as exc:
-            expect_eq(error_of(exc), (403, "InvalidAccessKeyId"), "GetObject with an unknown key")
+            expect_eq(
+                s3_error_of(exc), (403, "InvalidAccessKeyId"), "GetObject with an unknown key"
+            )
         else:
             fail("GetObject with an unknown access key was accepted")
         node = cluster[0]

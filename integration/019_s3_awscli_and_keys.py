@@ -22,14 +22,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from _harness import REPO_ROOT, Case, Node, check, expect_eq, fail, pattern_bytes, run_case
+from _harness import (
+    REPO_ROOT,
+    Case,
+    Node,
+    S3Gateway,
+    check,
+    expect_eq,
+    fail,
+    pattern_bytes,
+    run_case,
+)
 
 ACCESS_KEY = "AKIDINTEGRATION019"
 SECRET_KEY = "integration-019-secret"
+GATEWAY = S3Gateway(ACCESS_KEY, SECRET_KEY)
 BUCKET = "case-019"
 MIB = 1024 * 1024
 
@@ -48,21 +57,6 @@ ODD_KEYS = [
     "quote\"apos'lt<gt>amp&",
     "~tilde!star*paren()",
 ]
-
-
-def s3_config() -> dict[str, Any]:
-    return {"s3": {"credentials": [{"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}]}}
-
-
-def s3_client(node: Node) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{node.addr}",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 2}),
-    )
 
 
 def find_aws() -> str | None:
@@ -120,10 +114,10 @@ def all_keys(s3: Any, prefix: str) -> list[str]:
 
 
 def main(case: Case) -> None:
-    cluster = case.cluster(extra_config=s3_config())
+    cluster = case.cluster(extra_config=GATEWAY.config())
     node = cluster[0]
-    s3 = s3_client(node)
-    other = s3_client(cluster[len(cluster.nodes) - 1])
+    s3 = GATEWAY.client(node)
+    other = GATEWAY.client(cluster[len(cluster.nodes) - 1])
 
     def odd_keys() -> None:
         for index, key in enumerate(ODD_KEYS):

@@ -19,17 +19,15 @@ after the other:
 from __future__ import annotations
 
 import contextlib
-import secrets
 import socket
 import threading
 import urllib.parse
 from typing import Any
 
-import redis
-
 from _harness import (
     Case,
     Cluster,
+    RedisArchiveKeys,
     S3Target,
     check,
     eventually,
@@ -220,19 +218,16 @@ def s3_goes_down(case: Case, s3: S3Target, prefix: str) -> None:
         relay.stop()
 
 
-def redis_goes_down(case: Case, prefix: str) -> None:
+def redis_goes_down(case: Case) -> None:
     registry = urllib.parse.urlsplit(case.opts.redis_url)
     relay = Relay(registry.hostname or "127.0.0.1", registry.port or 6379)
     relay.start()
     db = registry.path.strip("/") or "0"
-    key_prefix = f"amberio-it-025:{prefix}"
     case.step("3. Redis archive through a relay; first PUT archived, then Redis is gone")
-    client = redis.Redis.from_url(case.opts.redis_url)
+    redis_archive = RedisArchiveKeys(case.opts.redis_url, "025")
+    client, key_prefix = redis_archive.client, redis_archive.key_prefix
     try:
-        archive = {
-            "archive_type": "redis",
-            "redis": {"url": f"redis://127.0.0.1:{relay.port}/{db}", "key_prefix": key_prefix},
-        }
+        archive = redis_archive.archive_config(f"redis://127.0.0.1:{relay.port}/{db}")
         cluster = case.cluster("redisdown", part_size=PART_SIZE, extra_config={"archive": archive})
         path = "cases/025/redis.bin"
         entry = cluster[0]
@@ -252,9 +247,7 @@ def redis_goes_down(case: Case, prefix: str) -> None:
         cluster.stop()
     finally:
         relay.stop()
-        for found in client.scan_iter(match=f"{key_prefix}:*"):
-            client.delete(found)
-        client.close()
+        redis_archive.close()
 
 
 def s3_refuses(case: Case, s3: S3Target, prefix: str) -> None:
@@ -274,14 +267,11 @@ def s3_refuses(case: Case, s3: S3Target, prefix: str) -> None:
 
 def main(case: Case) -> None:
     s3 = s3_target()
-    prefix = f"it-025-{secrets.token_hex(4)}"
-    try:
+    with s3.case_prefix("025") as prefix:
         case.soft("S3 at a closed port", lambda: s3_closed_port(case, s3, prefix))
         case.soft("S3 goes down", lambda: s3_goes_down(case, s3, prefix))
-        case.soft("Redis goes down", lambda: redis_goes_down(case, prefix))
+        case.soft("Redis goes down", lambda: redis_goes_down(case))
         case.soft("S3 refuses the keys", lambda: s3_refuses(case, s3, prefix))
-    finally:
-        s3.delete_prefix(prefix)
 
 
 if __name__ == "__main__":

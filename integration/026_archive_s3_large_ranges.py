@@ -26,7 +26,6 @@ import hashlib
 import http.client
 import json
 import random
-import secrets
 import shutil
 import threading
 import time
@@ -151,9 +150,8 @@ def stream_get(node: Node, path: str, start: int, end: int) -> None:
 def main(case: Case) -> None:
     s3 = s3_target()
     client = s3.client()
-    prefix = f"it-026-{secrets.token_hex(4)}"
-    key = f"{prefix}/{PATH}"
-    try:
+    with s3.case_prefix("026") as prefix:
+        key = f"{prefix}/{PATH}"
         cluster = case.cluster(extra_config={"archive": s3.archive_config(prefix)})
         via = cluster.replicas_of(PATH)[0]
         assert via.proc is not None
@@ -252,8 +250,6 @@ def main(case: Case) -> None:
                 node.api.internal_head(entry.api.slot_of(path), path), 200, f"head on {node}"
             ).json()
             expect_eq(head.get("generation"), 1, f"{node}: generation of {path}")
-    finally:
-        s3.delete_prefix(prefix)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,14 @@ parts of 100000 bytes:
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from _harness import (
     Case,
     Node,
+    RedisArchiveKeys,
     check,
     eventually,
     expect_eq,
@@ -97,13 +95,7 @@ def local_head(node: Node, slot: int, path: str) -> dict[str, Any]:
 
 
 def main(case: Case) -> None:
-    client = redis.Redis.from_url(case.opts.redis_url)
-    prefix = f"amberio-it-027:{secrets.token_hex(4)}"
-    try:
-        archive = {
-            "archive_type": "redis",
-            "redis": {"url": case.opts.redis_url, "key_prefix": prefix},
-        }
+    with RedisArchiveKeys(case.opts.redis_url, "027") as redis_archive:
         if case.opts.nodes > 3:
             # With more nodes than replicas each node holds another share of the blobs, and
             # the expectations below (every node holds every blob) would not hold.
@@ -111,7 +103,10 @@ def main(case: Case) -> None:
         cluster = case.cluster(
             nodes=min(case.opts.nodes, 3),
             part_size=PART_SIZE,
-            extra_config={"archive": archive, "cache": {"max_bytes": MAX_BYTES}},
+            extra_config={
+                "archive": redis_archive.archive_config(),
+                "cache": {"max_bytes": MAX_BYTES},
+            },
         )
         entry = cluster[0]
         # Every node sees the others before the writes (each PUT reaches all replicas, so
@@ -213,10 +208,6 @@ def main(case: Case) -> None:
             return used
 
         eventually(entry_under_limit, EVICTION_TIMEOUT, 0.25)
-    finally:
-        for found in client.scan_iter(match=f"{prefix}*"):
-            client.delete(found)
-        client.close()
 
 
 if __name__ == "__main__":

@@ -20,33 +20,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from _harness import Case, Node, check, expect_eq, fail, http_request, pattern_bytes, run_case
+from _harness import (
+    Case,
+    S3Gateway,
+    check,
+    expect_eq,
+    fail,
+    pattern_bytes,
+    run_case,
+)
 
-ACCESS_KEY = "AKIDINTEGRATION029"
-SECRET_KEY = "integration-029-secret"
+GATEWAY = S3Gateway("AKIDINTEGRATION029", "integration-029-secret")
 BUCKET = "case-029"
 MIB = 1024 * 1024
-
-
-def s3_config() -> dict[str, Any]:
-    return {"s3": {"credentials": [{"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}]}}
-
-
-def s3_client(node: Node, **config: Any) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{node.addr}",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 2}, **config),
-    )
 
 
 def b64(digest: bytes) -> str:
@@ -57,25 +46,10 @@ def crc32(data: bytes) -> str:
     return b64(zlib.crc32(data).to_bytes(4, "big"))
 
 
-def signed_request(
-    node: Node, method: str, target: str, headers: dict[str, str], body: bytes = b""
-) -> Any:
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    request = AWSRequest(
-        method=method, url=f"http://{node.addr}{target}", headers=dict(headers), data=body
-    )
-    S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(request)
-    signed = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()}
-    return http_request("127.0.0.1", node.port, method, target, body or None, signed)
-
-
 def main(case: Case) -> None:
-    cluster = case.cluster(extra_config=s3_config())
-    s3 = s3_client(cluster[0])
-    reader = s3_client(cluster[len(cluster.nodes) - 1])
+    cluster = case.cluster(extra_config=GATEWAY.config())
+    s3 = GATEWAY.client(cluster[0])
+    reader = GATEWAY.client(cluster[len(cluster.nodes) - 1])
 
     def exists(key: str) -> bool:
         try:
@@ -96,7 +70,7 @@ def main(case: Case) -> None:
         got = reader.get_object(Bucket=BUCKET, Key="ck/sha512", ChecksumMode="ENABLED")
         expect_eq(got.get("ChecksumSHA512"), b64(hashlib.sha512(body).digest()), "SHA512")
         expect_eq(got["Body"].read(), body, "bytes of the SHA512 object")
-        resp = signed_request(
+        resp = GATEWAY.signed_request(
             cluster[0],
             "PUT",
             f"/{BUCKET}/ck/xxhash",
@@ -137,7 +111,7 @@ def main(case: Case) -> None:
         expect_eq((got.get("ChecksumSHA256"), got["Body"].read()), (expected, body), "the copy")
 
     def parts_without_checksums() -> None:
-        lax = s3_client(cluster[0], request_checksum_calculation="when_required")
+        lax = GATEWAY.client(cluster[0], request_checksum_calculation="when_required")
         first = pattern_bytes(5 * MIB, 31)
         lax.put_object(Bucket=BUCKET, Key="lax/src", Body=first)
         upload_id = lax.create_multipart_upload(

@@ -6,8 +6,9 @@ builds the `amberio` executable, gives the case a temp folder and a port allocat
 stops real nodes (`amberio server --config <file> --current-node <id>`), and turns the outcome into
 an exit status: 0 pass, 1 fail (with a clear message and the tail of every node's log), 77 skip.
 
-Only the standard library, plus redis-py for the reachability check and key clean-up, and boto3
-for the S3 archive cases (`S3Target`, from `AMBERIO_S3_*`).
+Only the standard library, plus redis-py for the reachability check and key clean-up
+(`RedisArchiveKeys` for the Redis archive cases), and boto3 for the S3 cases (`S3Gateway` for
+the S3 API of a case's cluster; `S3Target`, from `AMBERIO_S3_*`, for the S3 archive cases).
 """
 
 from __future__ import annotations
@@ -1339,6 +1340,99 @@ def wait_writable(cluster: Cluster, timeout: float = 15.0) -> None:
         eventually(probe, timeout, interval=0.2)
 
 
+# --------------------------------------------------------------------------- Redis archive keys
+
+
+class RedisArchiveKeys:
+    """A case's Redis archive (§10.1): the `archive:` section that writes blobs under a key
+    prefix of the case's own (`amberio-it-<case_no>:<random>`), a client to look at them, and
+    (`close`, or leaving the `with`) their removal."""
+
+    def __init__(self, url: str, case_no: str) -> None:
+        import redis
+
+        self.url = url
+        self.key_prefix = f"amberio-it-{case_no}:{secrets.token_hex(4)}"
+        self.client = redis.Redis.from_url(url)
+
+    def archive_config(self, url: str | None = None) -> dict[str, Any]:
+        """The `archive:` section of §2 (Redis at `url`, by default the case's Redis)."""
+        return {
+            "archive_type": "redis",
+            "redis": {"url": url or self.url, "key_prefix": self.key_prefix},
+        }
+
+    def __enter__(self) -> RedisArchiveKeys:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every key under the prefix and close the client."""
+        try:
+            for found in self.client.scan_iter(match=f"{self.key_prefix}*"):
+                self.client.delete(found)
+        finally:
+            self.client.close()
+
+
+# --------------------------------------------------------------------------- S3 gateway (§12)
+
+
+class S3Gateway:
+    """The S3 API of a case's cluster (§12) with one key pair of the case's own."""
+
+    def __init__(self, access_key: str, secret_key: str, region: str = "us-east-1") -> None:
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.region = region
+
+    def config(self) -> dict[str, Any]:
+        """The `s3:` section of §2 that accepts this key pair."""
+        credentials = [{"access_key_id": self.access_key, "secret_access_key": self.secret_key}]
+        return {"s3": {"credentials": credentials}}
+
+    def client(self, node: Node, **config: Any) -> Any:
+        """boto3 at its default settings but two attempts (plus `config`), at one node."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://{node.addr}",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(retries={"max_attempts": 2}, **config),
+        )
+
+    def signed_request(
+        self, node: Node, method: str, target: str, headers: dict[str, str], body: bytes = b""
+    ) -> Response:
+        """A request signed (SigV4) by botocore's signer, sent with the harness's HTTP
+        client; `target` is sent as given (already encoded)."""
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        request = AWSRequest(
+            method=method, url=f"http://{node.addr}{target}", headers=dict(headers), data=body
+        )
+        credentials = Credentials(self.access_key, self.secret_key)
+        S3SigV4Auth(credentials, "s3", self.region).add_auth(request)
+        signed = {
+            k: (v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()
+        }
+        return http_request("127.0.0.1", node.port, method, target, body or None, signed)
+
+
+def s3_error_of(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and S3 error code of a botocore ClientError."""
+    response: Any = getattr(exc, "response", {})
+    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
+
+
 # --------------------------------------------------------------------------- S3 archive target
 
 S3_ENV = (
@@ -1398,6 +1492,15 @@ class S3Target:
         if layout is not None:
             config["layout"] = layout
         return config
+
+    @contextlib.contextmanager
+    def case_prefix(self, case_no: str) -> Iterator[str]:
+        """A key prefix of the case's own (`it-<case_no>-<random>`), emptied when it ends."""
+        prefix = f"it-{case_no}-{secrets.token_hex(4)}"
+        try:
+            yield prefix
+        finally:
+            self.delete_prefix(prefix)
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object under `prefix/` (a case's clean-up)."""
