@@ -38,26 +38,6 @@ def pattern(n: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer.start() as server:
-        yield server
-
-
-@pytest.fixture
-def rclient(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(host=redis_server.host, port=redis_server.port)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        yield pool
-
-
 def archive_config(server: RedisServer) -> ArchiveConfig:
     return ArchiveConfig(
         archive_type="redis",

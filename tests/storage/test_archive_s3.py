@@ -43,12 +43,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
         yield started
 
 
-@pytest.fixture(scope="module")
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        yield pool
-
-
 @pytest.fixture
 def prefix(s3: S3Service) -> Iterator[str]:
     """A key prefix of its own in the (maybe shared) bucket, emptied afterwards."""

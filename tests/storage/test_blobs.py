@@ -138,12 +138,6 @@ async def hangs_up(data: bytes, size: int) -> AsyncIterator[bytes]:
     raise ConnectionResetError("client went away")
 
 
-@pytest.fixture(scope="module")
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        yield pool
-
-
 @pytest.fixture
 def node(tmp_path: Path, executor: ThreadPoolExecutor) -> Iterator[Node]:
     opened = Node(tmp_path / "disk", executor)

@@ -7,7 +7,6 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,18 +26,6 @@ BLOB = 100_000  # two parts: 65536 + 34464
 
 def body(seed: int, size: int = BLOB) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer.start() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        yield pool
 
 
 class CachedNode(Node):
@@ -81,14 +68,6 @@ def redis_archive(server: RedisServer) -> ArchiveConfig:
         archive_type="redis",
         redis=ArchiveRedisConfig(url=server.url, key_prefix="test:cache"),
     )
-
-
-@pytest.fixture
-def rclient(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(host=redis_server.host, port=redis_server.port)
-    client.flushall()
-    yield client
-    client.close()
 
 
 def archived_node(
