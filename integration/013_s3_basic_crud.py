@@ -21,16 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from _harness import (
-    Case,
-    S3Gateway,
-    check,
-    expect_eq,
-    fail,
-    pattern_bytes,
-    run_case,
-    s3_error_of,
-)
+from _harness import Case, S3Gateway, check, expect_eq, fail, pattern_bytes, run_case, s3_error_of
 
 GATEWAY = S3Gateway("AKIDINTEGRATION013", "integration-013-secret")
 BUCKET = "case-013"

@@ -26,15 +26,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from _harness import (
-    Case,
-    S3Gateway,
-    check,
-    expect_eq,
-    fail,
-    run_case,
-    s3_error_of,
-)
+from _harness import Case, S3Gateway, check, expect_eq, fail, run_case, s3_error_of
 
 GATEWAY = S3Gateway("AKIDINTEGRATION015", "integration-015-secret")
 BUCKET = "case-015"

@@ -23,15 +23,7 @@ import zlib
 
 from botocore.exceptions import ClientError
 
-from _harness import (
-    Case,
-    S3Gateway,
-    check,
-    expect_eq,
-    fail,
-    pattern_bytes,
-    run_case,
-)
+from _harness import Case, S3Gateway, check, expect_eq, fail, pattern_bytes, run_case
 
 GATEWAY = S3Gateway("AKIDINTEGRATION029", "integration-029-secret")
 BUCKET = "case-029"
