@@ -18,7 +18,7 @@ from amberio.storage.blobs import BlobStore
 from amberio.storage.heads import Head
 from amberio.storage.index import NodeIndex
 from amberio.storage.init_scan import ScanCounts, run_init_scan
-from amberio.storage.slots import SlotStore
+from amberio.storage.slots import MAX_OPEN_SLOTS, SlotStore
 
 PART = 64 * 1024
 TOTAL_SLOTS = 16
@@ -40,22 +40,31 @@ class NodeStorage:
     """The slot store, node index and BlobStore of one embedded node (it holds every slot)."""
 
     def __init__(
-        self, disk: Path, executor: ThreadPoolExecutor, total_slots: int = TOTAL_SLOTS
+        self,
+        disk: Path,
+        executor: ThreadPoolExecutor,
+        total_slots: int = TOTAL_SLOTS,
+        *,
+        max_open: int = MAX_OPEN_SLOTS,
+        **store_options: Any,
     ) -> None:
+        """`store_options` replace or add BlobStore arguments (e.g. `holds`)."""
         self.disk = str(disk)
         self.total_slots = total_slots
-        self.slots = SlotStore([self.disk])
+        self.slots = SlotStore([self.disk], max_open=max_open)
         self.slots.prepare()
         self.index = NodeIndex(os.path.join(self.disk, "amberio", "index.sqlite3"))
-        self.store = BlobStore(
-            node_id="node-1",
-            slots=self.slots,
-            index=self.index,
-            part_size=PART,
-            executor=executor,
-            slot_of=self.slot_of,
-            holds=lambda _s: True,
-        )
+        options: dict[str, Any] = {
+            "node_id": "node-1",
+            "slots": self.slots,
+            "index": self.index,
+            "part_size": PART,
+            "executor": executor,
+            "slot_of": self.slot_of,
+            "holds": lambda _s: True,
+        }
+        options.update(store_options)
+        self.store = BlobStore(**options)
 
     def slot_of(self, path: str) -> int:
         return slot_for_path(path, self.total_slots)

@@ -27,45 +27,24 @@ from amberio.errors import (
     WriteIdConflict,
 )
 from amberio.storage import layout
-from amberio.storage.blobs import BlobStore, PutResult
+from amberio.storage.blobs import PutResult
 from amberio.storage.heads import BlobMeta
-from amberio.storage.index import NodeIndex
-from amberio.storage.slots import SlotStore
+from tests.storage.nodes import PART, TOTAL_SLOTS, NodeStorage
 
 KiB = 1024
-PART = 64 * KiB
-TOTAL_SLOTS = 16
 
 
 def pattern(n: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-class Node:
+class Node(NodeStorage):
     """One node's storage on a temp disk (embedded: it holds every slot)."""
 
     def __init__(
         self, disk: Path, executor: ThreadPoolExecutor, max_open: int = 128, **kwargs: Any
     ) -> None:
-        self.disk = str(disk)
-        self.slots = SlotStore([self.disk], max_open=max_open)
-        self.slots.prepare()
-        self.index = NodeIndex(os.path.join(self.disk, "amberio", "index.sqlite3"))
-        options: dict[str, Any] = {
-            "node_id": "node-1",
-            "slots": self.slots,
-            "index": self.index,
-            "part_size": PART,
-            "executor": executor,
-            "slot_of": lambda p: slot_for_path(p, TOTAL_SLOTS),
-            "holds": lambda _s: True,
-        }
-        options.update(kwargs)
-        self.store = BlobStore(**options)
-
-    def close(self) -> None:
-        self.index.close()
-        self.slots.close()
+        super().__init__(disk, executor, TOTAL_SLOTS, max_open=max_open, **kwargs)
 
     # -- helpers that run the async API to completion --
 
