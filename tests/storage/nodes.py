@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,11 +18,16 @@ from amberio.storage.archive import Archives
 from amberio.storage.blobs import BlobStore
 from amberio.storage.heads import Head
 from amberio.storage.index import NodeIndex
-from amberio.storage.init_scan import ScanCounts, run_init_scan
+from amberio.storage.init_scan import ScanCounts, ScanEntry, import_entry, run_init_scan
 from amberio.storage.slots import MAX_OPEN_SLOTS, SlotStore
 
 PART = 64 * 1024
 TOTAL_SLOTS = 16
+
+
+def pattern(n: int, seed: int = 1) -> bytes:
+    """`n` bytes of a test blob, the same for the same seed."""
+    return random.Random(seed).randbytes(n)
 
 
 async def chunks(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
@@ -136,3 +142,9 @@ class Node(NodeStorage):
         )
         assert counts is not None
         return counts
+
+
+def imported(node: NodeStorage, path: str, url: str, size: int, **extra: Any) -> None:
+    """Import a part-less head of `path` pointing at the archive `url` (§10.4) into `node`."""
+    entry = ScanEntry(path=path, size_bytes=size, etag="e", archive_url=url, **extra)
+    assert import_entry(node.slots, entry, slot_id=node.slot_of(path), part_size=PART)

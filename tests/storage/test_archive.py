@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import os
-import random
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,14 +27,10 @@ from amberio.config import (
 from amberio.errors import Unavailable
 from amberio.storage.archive import Archives, parse_archive_url
 from amberio.storage.blobs import BlobStore
-from amberio.storage.init_scan import ScanCounts, ScanEntry, import_entry, run_init_scan
+from amberio.storage.init_scan import ScanCounts, run_init_scan
 from amberio.storage.slots import SlotStore
 from tests.cluster.conftest import RedisServer
-from tests.storage.nodes import PART, TOTAL_SLOTS, Node
-
-
-def pattern(n: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(n)
+from tests.storage.nodes import PART, TOTAL_SLOTS, Node, imported, pattern
 
 
 def archive_config(server: RedisServer) -> ArchiveConfig:
@@ -166,11 +161,6 @@ def test_archive_down_fails_put_without_head(tmp_path: Path, executor: ThreadPoo
         assert node.part_files("x/y") == []
     finally:
         node.close()
-
-
-def imported(node: Node, path: str, url: str, size: int, **extra: Any) -> None:
-    entry = ScanEntry(path=path, size_bytes=size, etag="e", archive_url=url, **extra)
-    assert import_entry(node.slots, entry, slot_id=node.slot_of(path), part_size=PART)
 
 
 def test_imported_head_reads_through_and_advances_state(

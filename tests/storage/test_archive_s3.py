@@ -23,9 +23,8 @@ from amberio.storage import archive_s3
 from amberio.storage.archive import Archives, rewrite_meta
 from amberio.storage.archive_s3 import FileSlice, S3Archive, _check_range, s3_part_size
 from amberio.storage.archive_stores import ArchiveUnavailable
-from tests.storage.nodes import PART, Node
+from tests.storage.nodes import PART, Node, imported, pattern
 from tests.storage.seaweed import S3Service, from_env, seaweedfs, weed_binary
-from tests.storage.test_archive import imported, pattern
 
 MiB = 1024 * 1024
 

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,13 +28,9 @@ from amberio.errors import (
 from amberio.storage import layout
 from amberio.storage.blobs import PutResult
 from amberio.storage.heads import BlobMeta
-from tests.storage.nodes import PART, TOTAL_SLOTS, NodeStorage
+from tests.storage.nodes import PART, TOTAL_SLOTS, NodeStorage, pattern
 
 KiB = 1024
-
-
-def pattern(n: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(n)
 
 
 class Node(NodeStorage):
