@@ -185,16 +185,9 @@ class S3Archive(ArchiveStore):
             return ArchiveUnavailable(f"archive object {url} is shorter than the blob")
         return ArchiveUnavailable(f"archive {url} failed: {type(exc).__name__}: {exc}")
 
-    async def read_range(
-        self,
-        key: str,
-        start: int,
-        length: int,
-        url: str | None = None,
-        etag: str | None = None,
-        size: int | None = None,
+    async def _read_range(
+        self, key: str, start: int, length: int, url: str, etag: str | None, size: int | None
     ) -> AsyncIterator[bytes]:
-        url = url or self.url_for(key)
         if length <= 0:
             return
         request: dict[str, Any] = {

@@ -109,7 +109,6 @@ class ArchiveStore(abc.ABC):
     @abc.abstractmethod
     def url_for(self, key: str) -> str: ...
 
-    @abc.abstractmethod
     def read_range(
         self,
         key: str,
@@ -123,6 +122,13 @@ class ArchiveStore(abc.ABC):
         `url`, by default this store's URL of `key`) when the object is missing or shorter,
         or when `size` is given and the whole object is not `size` bytes (it is then not the
         blob the head describes, and none of its bytes may be used)."""
+        return self._read_range(key, start, length, url or self.url_for(key), etag, size)
+
+    @abc.abstractmethod
+    def _read_range(
+        self, key: str, start: int, length: int, url: str, etag: str | None, size: int | None
+    ) -> AsyncIterator[bytes]:
+        """`read_range`, the URL its errors name given."""
 
     @abc.abstractmethod
     async def write_files(self, key: str, files: list[str], size: int) -> str | None:
@@ -164,16 +170,9 @@ class RedisArchive(ArchiveStore):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"redis://{host}:{self.port}/{self.db}/{quote(key, safe='/:@')}"
 
-    async def read_range(
-        self,
-        key: str,
-        start: int,
-        length: int,
-        url: str | None = None,
-        etag: str | None = None,
-        size: int | None = None,
+    async def _read_range(
+        self, key: str, start: int, length: int, url: str, etag: str | None, size: int | None
     ) -> AsyncIterator[bytes]:
-        url = url or self.url_for(key)
         try:
             stored = int(await self.client.strlen(key))
             if stored == 0 and not await self.client.exists(key):
