@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import datetime
 import email.utils
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -106,6 +107,10 @@ def _str_dict(value: object) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items() if isinstance(v, str | int | float)}
 
 
+# The date helpers below are pure and run per GET and per listed entry, on few distinct
+# inputs (a head's updated_at): cached, they cost a dict lookup (a 1000-key ListObjectsV2
+# spent a fifth of its time converting dates).
+@functools.lru_cache(maxsize=16384)
 def parse_rfc3339(text: str) -> datetime.datetime:
     """A head's `updated_at`; the epoch when missing or unreadable."""
     if not text:
@@ -119,6 +124,7 @@ def parse_rfc3339(text: str) -> datetime.datetime:
     return stamp.astimezone(datetime.UTC)
 
 
+@functools.lru_cache(maxsize=16384)
 def http_date(stamp: datetime.datetime) -> str:
     return email.utils.format_datetime(stamp, usegmt=True)
 
@@ -128,6 +134,7 @@ def iso_date(stamp: datetime.datetime) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
+@functools.lru_cache(maxsize=16384)
 def iso_from_rfc3339(text: str) -> str:
     return iso_date(parse_rfc3339(text))
 

@@ -17,6 +17,7 @@ import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Final
+from xml.sax.saxutils import escape
 
 from amberio.http.s3.errors import S3Error
 
@@ -25,6 +26,7 @@ _DECLARATION: Final = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 # Characters XML 1.0 does not allow literally (plus CR, which a parser would turn into LF).
 _NOT_XML_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff]")
 _NOT_XML_CHAR: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_ATTR_ENTITIES: Final = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#09;"}
 _DTD: Final = re.compile(r"<!\s*(DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
 
 
@@ -45,8 +47,44 @@ def sub(parent: ET.Element, tag: str, text: str | int | bool | None = None) -> E
     return child
 
 
+def _write(elem: ET.Element, out: list[str]) -> None:
+    """ElementTree's serialization of the trees `element`/`sub` build (tags, text, plain
+    attributes; no tails, comments or namespaced tags), text escaped by `xml.sax.saxutils`.
+    ET.tostring scans the whole tree for namespaces first and costs half of a 1000-key
+    listing; this gives the same characters (checked against it in the tests)."""
+    tag = elem.tag
+    out.append("<" + tag)
+    for name, value in elem.attrib.items():
+        out.append(f' {name}="{escape(value, _ATTR_ENTITIES)}"')
+    text = elem.text
+    if not text and len(elem) == 0:
+        out.append(" />")
+        return
+    out.append(">")
+    if text:
+        out.append(escape(text))
+    for child in elem:
+        _write(child, out)
+    out.append("</" + tag + ">")
+
+
+def _plain(root: ET.Element) -> bool:
+    """True when `_write` serializes this tree exactly as ElementTree would."""
+    for elem in root.iter():
+        if not isinstance(elem.tag, str) or "{" in elem.tag or elem.tail:
+            return False
+        if any("{" in name for name in elem.attrib):
+            return False
+    return True
+
+
 def to_bytes(root: ET.Element) -> bytes:
-    text = ET.tostring(root, encoding="unicode", short_empty_elements=True)
+    if _plain(root):
+        out: list[str] = []
+        _write(root, out)
+        text = "".join(out)
+    else:
+        text = ET.tostring(root, encoding="unicode", short_empty_elements=True)
     if _NOT_XML_TEXT.search(text):
         text = _NOT_XML_TEXT.sub(lambda m: f"&#x{ord(m.group(0)):X};", text)
     return _DECLARATION + text.encode("utf-8")
