@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,10 +21,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
-from benches.server import HEALTH_POLL_SECONDS, STOP_GRACE_SECONDS, ServerError, health_ok
+from benches.proc import STOP_GRACE_SECONDS, TempWorkdir, stop_process
+from benches.server import HEALTH_POLL_SECONDS, ServerError, health_ok
 
 DEFAULT_REDIS_SERVER: Final = Path("/usr/bin/redis-server")
 READY_POLL_SECONDS: Final = 0.05
@@ -88,17 +87,6 @@ def _yaml(value: Any, indent: int = 0) -> list[str]:
     return out
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 @dataclass
 class Node:
     node_id: str
@@ -141,7 +129,7 @@ class Node:
                         self.problems.append(line.rstrip("\n")[:400])
 
 
-class BenchCluster:
+class BenchCluster(TempWorkdir):
     """A private redis-server plus `nodes` x `amberio server` sharing one config file."""
 
     def __init__(
@@ -407,21 +395,3 @@ class BenchCluster:
             },
             "ready_seconds": self.ready_seconds,
         }
-
-    def cleanup(self) -> None:
-        if not self.keep_data:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> BenchCluster:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self.stop()
-        finally:
-            self.cleanup()

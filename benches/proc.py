@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
+import subprocess
 import threading
+import time
 from pathlib import Path
-from typing import Final
+from types import TracebackType
+from typing import Final, Self
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
@@ -136,3 +141,64 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+
+STOP_GRACE_SECONDS: Final = 15.0
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> int:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL; the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class TempWorkdir:
+    """A system under test living in a temp dir: `with` stops it, then removes the dir
+    (unless `keep_data`)."""
+
+    workdir: Path
+    keep_data: bool
+
+    def stop(self) -> int | None:
+        return None
+
+    def cleanup(self) -> None:
+        if not self.keep_data:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.stop()
+        finally:
+            self.cleanup()
+
+
+class ManagedProcess(TempWorkdir):
+    """A TempWorkdir whose system is one process: `stop` records its exit and stop time."""
+
+    proc: subprocess.Popen[bytes] | None
+    exit_code: int | None
+    stop_seconds: float
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait (then SIGKILL if it hangs); return the exit status."""
+        if self.proc is None or self.exit_code is not None:
+            return self.exit_code
+        t0 = time.perf_counter()
+        self.exit_code = stop_process(self.proc)
+        self.stop_seconds = time.perf_counter() - t0
+        return self.exit_code

@@ -28,7 +28,6 @@ import os
 import resource
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,6 +43,8 @@ from urllib.parse import quote, urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
+
+from benches.proc import stop_process
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 MiB: Final = 1024 * 1024
@@ -124,17 +125,6 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown"
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 15.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def http_get(port: int, target: str, timeout: float = 30) -> tuple[int, bytes]:

@@ -25,11 +25,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Final, Protocol
 
 from benches import loadgen
-from benches.proc import RssSampler, descendants, machine_busy_seconds, tree_cpu_seconds
+from benches.proc import (
+    RssSampler,
+    TempWorkdir,
+    descendants,
+    machine_busy_seconds,
+    tree_cpu_seconds,
+)
 from benches.server import ServerError
 from benches.workloads import BUCKET, SMALL_OBJECT_LIMIT, Row, bytes_written
 
@@ -66,7 +71,7 @@ class Server(Protocol):
     def cleanup(self) -> None: ...
 
 
-class RawTarget:
+class RawTarget(TempWorkdir):
     """The raw limits' "server": a temp dir the raw worker writes to; nothing runs."""
 
     def __init__(self, keep_data: bool = False) -> None:
@@ -91,21 +96,6 @@ class RawTarget:
 
     def log_tail(self, lines: int = 20) -> str:
         return ""
-
-    def cleanup(self) -> None:
-        if not self.keep_data:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RawTarget:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
 
 def _read_line(stream: IO[str], what: str) -> dict[str, Any]:

@@ -18,17 +18,15 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 from benches.cluster import free_ports
-from benches.server import HEALTH_POLL_SECONDS, STOP_GRACE_SECONDS, ServerError
+from benches.proc import ManagedProcess
+from benches.server import HEALTH_POLL_SECONDS, ServerError
 
 REPO: Final = Path(__file__).resolve().parent.parent
 DEFAULT_WEED: Final = REPO / ".venv" / "bin" / "weed"
@@ -73,7 +71,7 @@ def weed_version(binary: Path) -> str | None:
     return None
 
 
-class SeaweedServer:
+class SeaweedServer(ManagedProcess):
     """`weed mini` with its S3 gateway on a free port; the bucket exists once `start` returns."""
 
     def __init__(
@@ -212,36 +210,3 @@ class SeaweedServer:
                 f"weed shell fs.configure -fsync failed (status {out.returncode}):\n"
                 + (out.stdout + out.stderr)[-2000:]
             )
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.exit_code is not None:
-            return self.exit_code
-        t0 = time.perf_counter()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stop_seconds = time.perf_counter() - t0
-        self.exit_code = self.proc.returncode
-        return self.exit_code
-
-    def cleanup(self) -> None:
-        if not self.keep_data:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> SeaweedServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self.stop()
-        finally:
-            self.cleanup()

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
+from benches.proc import ManagedProcess
+
 HEALTH_POLL_SECONDS: Final = 0.005
-STOP_GRACE_SECONDS: Final = 15.0
 
 
 class ServerError(RuntimeError):
@@ -42,7 +40,7 @@ def health_ok(host: str, port: int, timeout: float = 1.0) -> bool:
         conn.close()
 
 
-class BenchServer:
+class BenchServer(ManagedProcess):
     """`amberio serve --data-dir <tmp> --bind 127.0.0.1:<free port>`, its log in the tmp dir."""
 
     def __init__(
@@ -131,37 +129,3 @@ class BenchServer:
                 self.stop()
                 raise ServerError(f"no 200 on /health within {timeout:.0f} s:\n" + self.log_tail())
             time.sleep(HEALTH_POLL_SECONDS)
-
-    def stop(self) -> int | None:
-        """SIGTERM, wait (then SIGKILL if it hangs); return the exit status."""
-        if self.proc is None or self.exit_code is not None:
-            return self.exit_code
-        t0 = time.perf_counter()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stop_seconds = time.perf_counter() - t0
-        self.exit_code = self.proc.returncode
-        return self.exit_code
-
-    def cleanup(self) -> None:
-        if not self.keep_data:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> BenchServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self.stop()
-        finally:
-            self.cleanup()
