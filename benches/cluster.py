@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from benches.proc import STOP_GRACE_SECONDS, TempWorkdir, stop_process
+from benches.proc import STOP_GRACE_SECONDS, TempWorkdir, log_tail, stop_process
 from benches.server import HEALTH_POLL_SECONDS, ServerError, health_ok
 
 DEFAULT_REDIS_SERVER: Final = Path("/usr/bin/redis-server")
@@ -109,11 +109,7 @@ class Node:
         return self.proc.pid
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def scan_log(self) -> None:
         """Collect the WARNING/ERROR/CRITICAL lines (and tracebacks) of the node's log."""

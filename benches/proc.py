@@ -158,6 +158,13 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECOND
     return proc.returncode
 
 
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log file ("" when it cannot be read)."""
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
 class TempWorkdir:
     """A system under test living in a temp dir: `with` stops it, then removes the dir
     (unless `keep_data`)."""
@@ -188,11 +195,44 @@ class TempWorkdir:
 
 
 class ManagedProcess(TempWorkdir):
-    """A TempWorkdir whose system is one process: `stop` records its exit and stop time."""
+    """A TempWorkdir whose system is one process serving on (host, port), logging to
+    log_path: `stop` records its exit and stop time."""
 
+    process_name: str = "server"
+    """How `dead()` names the process."""
+    host: str
+    port: int
+    log_path: Path
     proc: subprocess.Popen[bytes] | None
     exit_code: int | None
     stop_seconds: float
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def pids(self) -> list[int]:
+        """The measured processes (one here; BenchCluster has several)."""
+        return [self.pid]
+
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port)]
+
+    @property
+    def redis_pid(self) -> int | None:
+        return None
+
+    def dead(self) -> str | None:
+        """None while the process runs, else what happened to it."""
+        if self.proc is not None and self.proc.poll() is not None:
+            return f"{self.process_name} exited with status {self.proc.returncode}"
+        return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        return log_tail(self.log_path, lines)
 
     def stop(self) -> int | None:
         """SIGTERM, wait (then SIGKILL if it hangs); return the exit status."""

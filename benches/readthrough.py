@@ -44,7 +44,7 @@ from urllib.parse import quote, urlsplit
 import boto3
 from botocore.config import Config as BotoConfig
 
-from benches.proc import stop_process
+from benches.proc import log_tail, stop_process
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 MiB: Final = 1024 * 1024
@@ -137,12 +137,6 @@ def http_get(port: int, target: str, timeout: float = 30) -> tuple[int, bytes]:
         conn.close()
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
 @dataclass
 class Weed:
     """`weed mini` on free ports with an S3 identity (SigV4) and the bucket."""
@@ -189,7 +183,7 @@ class Weed:
         deadline, last = time.monotonic() + timeout, "no answer"
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise BenchError(f"weed exited with {proc.returncode}:\n{log_tail(log)}")
+                raise BenchError(f"weed exited with {proc.returncode}:\n{log_tail(log, 30)}")
             try:
                 s3.head_bucket(Bucket=BUCKET)
                 return self
@@ -264,13 +258,13 @@ init_scan: {{enabled: true, s3: {{bucket: {BUCKET}, prefix: {q(PREFIX)}}}}}
             )
         while time.perf_counter() - t0 < timeout:
             if proc.poll() is not None:
-                raise BenchError(f"amberio exited with {proc.returncode}:\n{log_tail(log)}")
+                raise BenchError(f"amberio exited with {proc.returncode}:\n{log_tail(log, 30)}")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 if http_get(port, "/health", 2)[0] == 200:
                     return cls(proc, port, log, time.perf_counter() - t0)
             time.sleep(0.05)
         stop_process(proc)
-        raise BenchError(f"amberio: no 200 on /health within {timeout:.0f} s:\n{log_tail(log)}")
+        raise BenchError(f"amberio: no 200 on /health within {timeout:.0f} s:\n{log_tail(log, 30)}")
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.log.parent.rglob("*") if p.is_file())

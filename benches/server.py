@@ -64,37 +64,6 @@ class BenchServer(ManagedProcess):
         self.exit_code: int | None = None
         self.stop_seconds = float("nan")
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def pids(self) -> list[int]:
-        """The node processes (one here; BenchCluster has several)."""
-        return [self.pid]
-
-    @property
-    def endpoints(self) -> list[tuple[str, int]]:
-        return [(self.host, self.port)]
-
-    @property
-    def redis_pid(self) -> int | None:
-        return None  # the embedded default keeps its registry on its own disk
-
-    def dead(self) -> str | None:
-        """None while the server runs, else what happened to it."""
-        if self.proc is not None and self.proc.poll() is not None:
-            return f"server exited with status {self.proc.returncode}"
-        return None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
     def start(self, timeout: float = 30.0) -> float:
         """Start the server; return the seconds from spawn to the first 200 on /health."""
         self.port = free_port(self.host)
