@@ -18,8 +18,6 @@ from urllib.parse import urlsplit
 import msgspec
 
 from amberio.config import ArchiveConfig
-from amberio.core import PartWriter
-from amberio.storage import layout
 from amberio.storage.archive_s3 import S3Archive
 from amberio.storage.archive_stores import (
     ArchiveLocation,
@@ -29,7 +27,7 @@ from amberio.storage.archive_stores import (
     parse_archive_url,
 )
 from amberio.storage.heads import Head, decode_head_json, encode_head_json, now_rfc3339
-from amberio.storage.metadata import NewPart, PartRow, SlotDb
+from amberio.storage.metadata import PartRow, SlotDb
 from amberio.storage.ranges import ByteRange
 
 __all__ = [
@@ -49,8 +47,6 @@ if TYPE_CHECKING:
     from amberio.storage.blobs import BlobStore, ReadPlan
 
 log = logging.getLogger("amberio.archive")
-
-MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
 
 
 class _FetchLock:
@@ -266,12 +262,7 @@ async def fetch_part(
     row = db.find_part(path, generation, part_no)
     length = part_length(meta.size_bytes, meta.part_size, part_no)
     expected = _expected_sha(head, row, part_no)
-    writer = PartWriter(
-        layout.generation_dir(db.directory, path, generation),
-        blobs.slots.tmp_dir(slot_id),
-        MAX_PART_BYTES,
-        first_part_no=part_no,
-    )
+    writer = blobs.single_part_writer(slot_id, db, path, generation, part_no)
     try:
         etag = head.document.get("archive_etag")
         start = part_no * meta.part_size
@@ -289,28 +280,15 @@ async def fetch_part(
     except BaseException:
         writer.abort()
         raise
-    part = written.parts[0] if len(written.parts) == 1 else None
-    if part is None or part.size != length or (expected and part.sha256 != expected):
-        recorded = db.find_part(path, generation, part_no)
-        if not (part and recorded and recorded.path == part.path):
-            await blobs.run(writer.abort)
-        got = part.sha256 if part else "nothing"
+    kept = await blobs.keep_single_part(
+        db, path, generation, part_no, writer, written, expected or None, length
+    )
+    if kept is None:
+        got = written.parts[0].sha256 if len(written.parts) == 1 else "nothing"
         raise ArchiveUnavailable(
             f"part {part_no} of {path!r} generation {generation} from archive object {url} "
             f"has sha256 {got}, not {expected}"
         )
-    new = NewPart(
-        part_no=part_no,
-        sha256=part.sha256,
-        size_bytes=part.size,
-        path=part.path,
-        block_crc32c=part.block_crc32c,
-    )
-    try:
-        await blobs.run(db.insert_part, path, generation, new)
-    except BaseException:
-        writer.abort()
-        raise
     log.info(
         "read-through: part %d of %r generation %d fetched from %s", part_no, path, generation, url
     )

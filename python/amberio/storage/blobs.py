@@ -20,6 +20,7 @@ import msgspec
 from amberio.core import (
     IntegrityError,
     ObjectHasher,
+    PartInfo,
     PartRef,
     PartWriter,
     RangeReader,
@@ -596,44 +597,66 @@ class BlobStore:
         if existing is not None and existing.sha256 == sha256 and _file_exists(existing.path):
             await self.receive_body(body, content_length, lambda _chunk: False, None)
             return True
-        writer = PartWriter(
-            layout.generation_dir(db.directory, path, generation),
-            self.slots.tmp_dir(slot_id),
-            MAX_PART_BYTES,
-            first_part_no=part_no,
-        )
+        writer = self.single_part_writer(slot_id, db, path, generation, part_no)
         try:
             await self.receive_body(body, content_length, writer.feed, writer.flush)
             written = await self.run(writer.finish)
         except BaseException:
             writer.abort()
             raise
-        if len(written.parts) != 1 or written.parts[0].sha256 != sha256:
-            recorded = db.find_part(path, generation, part_no)
-            if not (written.parts and recorded and recorded.path == written.parts[0].path):
-                # (A file with the same name is a recorded part with these very bytes: keep it.)
-                await self.run(writer.abort)
+        part = await self.keep_single_part(db, path, generation, part_no, writer, written, sha256)
+        if part is None:
             raise BadRequest(
                 f"part body has sha256 {written.sha256}, not {sha256}"
                 if written.parts
                 else "a part cannot be empty"
             )
-        part = written.parts[0]
-        new = NewPart(
-            part_no=part_no,
-            sha256=part.sha256,
-            size_bytes=part.size,
-            path=part.path,
-            block_crc32c=part.block_crc32c,
-        )
-        try:
-            await self.run(self.slots.db(slot_id).insert_part, path, generation, new)
-        except BaseException:
-            writer.abort()
-            raise
         if self.cache is not None:
             self.cache.stored(slot_id, part.size)
         return False
+
+    def single_part_writer(
+        self, slot_id: int, db: SlotDb, path: str, generation: int, part_no: int
+    ) -> PartWriter:
+        """A writer for part `part_no` of `path` at `generation` arriving on its own (from a
+        peer or the archive), however large the cluster's part size."""
+        return PartWriter(
+            layout.generation_dir(db.directory, path, generation),
+            self.slots.tmp_dir(slot_id),
+            MAX_PART_BYTES,
+            first_part_no=part_no,
+        )
+
+    async def keep_single_part(
+        self,
+        db: SlotDb,
+        path: str,
+        generation: int,
+        part_no: int,
+        writer: PartWriter,
+        written: WrittenObject,
+        sha256: str | None,
+        size: int | None = None,
+    ) -> PartInfo | None:
+        """Record the one part `writer` wrote when it has the expected SHA-256 and size (None:
+        not checked) and return it; otherwise discard its file and return None."""
+        part = written.parts[0] if len(written.parts) == 1 else None
+        if (
+            part is None
+            or (size is not None and part.size != size)
+            or (sha256 is not None and part.sha256 != sha256)
+        ):
+            recorded = db.find_part(path, generation, part_no)
+            if not (part and recorded and recorded.path == part.path):
+                # (A file with the same name is a recorded part with these very bytes: keep it.)
+                await self.run(writer.abort)
+            return None
+        try:
+            await self.run(db.insert_part, path, generation, new_parts(written)[0])
+        except BaseException:
+            writer.abort()
+            raise
+        return part
 
     async def part_stream(
         self, slot_id: int, path: str, *, generation: int, part_no: int, sha256: str
