@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from amberio.storage import layout
+from amberio.storage.heads import parse_rfc3339
 from amberio.storage.metadata import GcRow, SlotDb
 
 log = logging.getLogger("amberio.storage.gc")
@@ -94,15 +95,8 @@ def retention_for(grace_seconds: float, retention_seconds: float | None = None) 
 
 def parse_time(value: str | None) -> float | None:
     """Seconds since the epoch of an RFC 3339 timestamp; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
+    parsed = parse_rfc3339(value.replace("z", "Z")) if value else None
+    return None if parsed is None else parsed.timestamp()
 
 
 def _iso(epoch: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 from typing import Any, Literal
 
@@ -17,6 +18,22 @@ _json_decoder = msgspec.json.Decoder(dict[str, Any])
 
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@functools.lru_cache(maxsize=16384)
+def parse_rfc3339(text: str) -> datetime.datetime | None:
+    """A head's `updated_at` (RFC 3339; no zone means UTC) as a UTC datetime; None when
+    empty or unreadable. Cached: GETs and listings convert the same few stamps again and
+    again."""
+    if not text:
+        return None
+    try:
+        stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.UTC)
+    return stamp.astimezone(datetime.UTC)
 
 
 def encode_head_json(document: dict[str, Any]) -> bytes:

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from amberio.http.messages import Request
 from amberio.http.s3.errors import S3Error
+from amberio.storage import heads
 
 CONTENT_HEADERS: Final = (
     "cache-control",
@@ -107,21 +108,14 @@ def _str_dict(value: object) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items() if isinstance(v, str | int | float)}
 
 
-# The date helpers below are pure and run per GET and per listed entry, on few distinct
-# inputs (a head's updated_at): cached, they cost a dict lookup (a 1000-key ListObjectsV2
-# spent a fifth of its time converting dates).
-@functools.lru_cache(maxsize=16384)
 def parse_rfc3339(text: str) -> datetime.datetime:
     """A head's `updated_at`; the epoch when missing or unreadable."""
-    if not text:
-        return EPOCH
-    try:
-        stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return EPOCH
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=datetime.UTC)
-    return stamp.astimezone(datetime.UTC)
+    return heads.parse_rfc3339(text) or EPOCH
+
+
+# The date formatters below are pure and run per GET and per listed entry, on few distinct
+# inputs (a head's updated_at): cached, they cost a dict lookup (a 1000-key ListObjectsV2
+# spent a fifth of its time converting dates).
 
 
 @functools.lru_cache(maxsize=16384)
