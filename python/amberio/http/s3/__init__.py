@@ -76,7 +76,6 @@ from amberio.http.s3 import (
     multipart,
     multipart_list,
     put,
-    xml,
 )
 from amberio.http.s3 import list as listing
 from amberio.http.s3.context import Context, gateway_for, new_request_id
@@ -163,14 +162,7 @@ def send_error(ctx: Context, err: S3Error) -> None:
         if status == 304 or ctx.req.method == "HEAD":
             ctx.send_empty(status, err.headers)
             return
-        root = xml.element("Error", namespace=False)
-        xml.sub(root, "Code", err.s3_code)
-        xml.sub(root, "Message", err.message)
-        for name, value in err.fields.items():
-            xml.sub(root, name, xml.error_text(value))
-        xml.sub(root, "Resource", xml.error_text(ctx.req.path))
-        xml.sub(root, "RequestId", ctx.request_id)
-        ctx.send_xml(status, root, err.headers)
+        ctx.send_xml(status, ctx.error_document(err), err.headers)
     except Exception:
         # The answer had already started (a stream failed midway): the client sees a
         # truncated body, the only signal left.

@@ -16,6 +16,7 @@ from amberio.http.messages import Request
 from amberio.http.s3 import xml
 from amberio.http.s3.auth import Signed, Verifier
 from amberio.http.s3.body import BodySpec, Payload, read_all
+from amberio.http.s3.errors import S3Error
 
 if TYPE_CHECKING:
     from amberio.cluster.replication import Coordinator
@@ -162,6 +163,17 @@ class Context:
             self.req.proto.response_empty(status, all_headers)
         else:
             self.req.proto.response_bytes(status, all_headers, body)
+
+    def error_document(self, err: S3Error) -> Element:
+        """S3's `<Error>` document for `err`, naming this request's path and id."""
+        root = xml.element("Error", namespace=False)
+        xml.sub(root, "Code", err.s3_code)
+        xml.sub(root, "Message", err.message)
+        for name, value in err.fields.items():
+            xml.sub(root, name, xml.error_text(value))
+        xml.sub(root, "Resource", xml.error_text(self.req.path))
+        xml.sub(root, "RequestId", self.request_id)
+        return root
 
     def send_empty(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
         self.responded = True

@@ -49,20 +49,9 @@ async def respond(
         root = task.result()
     except AmberioError as exc:
         err = from_amberio(exc)
-        root = error_element(err, ctx)
+        root = ctx.error_document(err)
     except Exception:
         log.exception("%s %s failed after the answer started", ctx.req.method, ctx.req.path)
-        root = error_element(S3Error("InternalError", "we encountered an internal error"), ctx)
+        root = ctx.error_document(S3Error("InternalError", "we encountered an internal error"))
     document = xml.to_bytes(root)
     await transport.send_bytes(document.split(b"\n", 1)[1])
-
-
-def error_element(err: S3Error, ctx: Context) -> Element:
-    root = xml.element("Error", namespace=False)
-    xml.sub(root, "Code", err.s3_code)
-    xml.sub(root, "Message", err.message)
-    for name, value in err.fields.items():
-        xml.sub(root, name, xml.error_text(value))
-    xml.sub(root, "Resource", xml.error_text(ctx.req.path))
-    xml.sub(root, "RequestId", ctx.request_id)
-    return root
