@@ -17,6 +17,7 @@ from amberio.http.s3 import checksums, meta, xml
 from amberio.http.s3.context import Context
 from amberio.http.s3.errors import S3Error
 from amberio.http.s3.get import MAX_PART_NUMBER, checksum_headers, live_plan
+from amberio.http.s3.list import parse_count
 from amberio.http.s3.names import blob_path
 
 ATTRIBUTES: Final = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
@@ -33,17 +34,8 @@ class GetObjectAttributes:
 
 
 def _number(req: Request, name: str, default: int) -> int:
-    raw = req.header(name)
-    if raw is None:
-        return default
-    raw = raw.strip()
-    if not (raw.isascii() and raw.isdigit()):
-        raise S3Error(
-            "InvalidArgument",
-            f"{name} must be a non-negative integer",
-            fields={"ArgumentName": name, "ArgumentValue": raw[:100]},
-        )
-    return int(raw)
+    count = parse_count(req.header(name), name)
+    return default if count is None else count
 
 
 def parse(req: Request, bucket: str, key: str) -> GetObjectAttributes:

@@ -44,9 +44,10 @@ class ListObjects:
     fetch_owner: bool
 
 
-def parse_max(raw: str | None, name: str, default: int = MAX_KEYS) -> int:
+def parse_count(raw: str | None, name: str) -> int | None:
+    """A non-negative integer parameter `name`; None when absent; InvalidArgument else."""
     if raw is None:
-        return default
+        return None
     raw = raw.strip()
     if not (raw.isascii() and raw.isdigit()):
         raise S3Error(
@@ -54,7 +55,12 @@ def parse_max(raw: str | None, name: str, default: int = MAX_KEYS) -> int:
             f"{name} must be a non-negative integer",
             fields={"ArgumentName": name, "ArgumentValue": raw[:100]},
         )
-    return min(int(raw), default)
+    return int(raw)
+
+
+def parse_max(raw: str | None, name: str, default: int = MAX_KEYS) -> int:
+    count = parse_count(raw, name)
+    return default if count is None else min(count, default)
 
 
 def parse_encoding(raw: str | None) -> bool:
