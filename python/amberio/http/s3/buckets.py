@@ -71,7 +71,9 @@ def parse_list(req: Request) -> ListBuckets:
     raw_max = req.query.get("max-buckets")
     max_buckets: int | None = None
     if raw_max is not None:
-        if not raw_max.isdigit() or not 1 <= int(raw_max) <= MAX_BUCKETS_PER_PAGE:
+        if not (raw_max.isascii() and raw_max.isdigit()) or not (
+            1 <= int(raw_max) <= MAX_BUCKETS_PER_PAGE
+        ):
             raise S3Error(
                 "InvalidArgument",
                 f"max-buckets must be an integer from 1 to {MAX_BUCKETS_PER_PAGE}",
