@@ -38,6 +38,12 @@ log = logging.getLogger("amberio.server")
 
 IO_THREADS = 32
 """Worker threads for fsync-bound writes and large reads (they mostly wait on the disk)."""
+REQUEST_BUFFER_BYTES = 192 * 1024
+"""granian's HTTP/1 read buffer per connection (its default is 408 KiB). It also sizes the
+request-body chunks the app receives: at 408 KiB each chunk was its own mmap (above the
+256 KiB threshold of tune_allocator) next to a buffer as large, and 64 concurrent 64 MiB PUTs
+peaked at ~230 MiB RSS; at 192 KiB, ~150 MiB with the same or better MB/s
+(docs/performance.md §10). Request heads are far smaller (S3 caps them near 8 KiB)."""
 SHUTDOWN_GRACE_SECONDS = 5.0
 EXTERNAL_WRITES_INTERVAL = 1.0
 _M_MMAP_THRESHOLD = -3
@@ -174,6 +180,7 @@ def open_node(runtime: Runtime, executor: ThreadPoolExecutor, peers: Peers) -> N
 async def _serve_node(runtime: Runtime) -> int:
     # Imported here: granian is only needed once a node really serves.
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
     from granian.server.embed import Server
 
     tune_allocator()
@@ -192,6 +199,7 @@ async def _serve_node(runtime: Runtime) -> int:
         interface=Interfaces.RSGI,
         log_enabled=False,
         backlog=1024,
+        http1_settings=HTTP1Settings(max_buffer_size=REQUEST_BUFFER_BYTES),
     )
     # In-flight requests get a bounded grace period at shutdown, then are cancelled.
     server.workers_kill_timeout = int(SHUTDOWN_GRACE_SECONDS)
