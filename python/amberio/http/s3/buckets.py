@@ -26,7 +26,6 @@ from amberio.http.s3.names import (
 )
 from amberio.storage.heads import now_rfc3339
 
-OWNER_ID: Final = "amberio"
 REGION: Final = "us-east-1"
 MAX_CREATE_BODY: Final = 64 * 1024
 MAX_BUCKETS_PER_PAGE: Final = 10_000
@@ -143,9 +142,7 @@ async def all_buckets(ctx: Context) -> dict[str, str]:
 async def handle_list(ctx: Context, op: ListBuckets) -> None:
     buckets = await all_buckets(ctx)
     root = xml.element("ListAllMyBucketsResult")
-    owner = xml.sub(root, "Owner")
-    xml.sub(owner, "ID", OWNER_ID)
-    xml.sub(owner, "DisplayName", OWNER_ID)
+    xml.owner(root)
     node = xml.sub(root, "Buckets")
     names = [
         name

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from amberio.cluster.replication import Coordinator
 
 MAX_KEYS: Final = 1000
-OWNER_ID: Final = "amberio"
 _TOKEN_TAG: Final = b"v1\x00"
 
 
@@ -232,9 +231,7 @@ async def handle(ctx: Context, op: ListObjects) -> None:
         xml.sub(contents, "ETag", meta.quote_etag(item.entry.etag))
         xml.sub(contents, "Size", item.entry.size_bytes)
         if op.version == 1:
-            owner = xml.sub(contents, "Owner")
-            xml.sub(owner, "ID", OWNER_ID)
-            xml.sub(owner, "DisplayName", OWNER_ID)
+            xml.owner(contents)
         xml.sub(contents, "StorageClass", "STANDARD")
     for item in items:
         if item.entry is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import urllib.parse
 from dataclasses import dataclass
-from typing import Final
 
 from amberio.http.messages import Request
 from amberio.http.s3 import checksums, meta, xml
@@ -15,8 +14,6 @@ from amberio.http.s3.list import parse_encoding, parse_max
 from amberio.http.s3.multipart import parse_upload_id
 from amberio.http.s3.names import part_blob, part_prefix, upload_prefix
 from amberio.http.s3.uploads import Upload, load_upload, maybe_sweep, read_upload
-
-OWNER_ID: Final = "amberio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +78,7 @@ async def handle_list_parts(ctx: Context, op: ListParts) -> None:
     xml.sub(root, "Key", op.key)
     xml.sub(root, "UploadId", op.upload_id)
     for tag in ("Initiator", "Owner"):
-        who = xml.sub(root, tag)
-        xml.sub(who, "ID", OWNER_ID)
-        xml.sub(who, "DisplayName", OWNER_ID)
+        xml.owner(root, tag)
     xml.sub(root, "StorageClass", "STANDARD")
     xml.sub(root, "PartNumberMarker", op.part_number_marker)
     numbers = [int(e.path[len(prefix) :]) for e in entries]
@@ -184,9 +179,7 @@ async def handle_list_uploads(ctx: Context, op: ListMultipartUploads) -> None:
         xml.sub(node, "Key", _enc(upload.key, enc))
         xml.sub(node, "UploadId", upload.upload_id)
         for tag in ("Initiator", "Owner"):
-            who = xml.sub(node, tag)
-            xml.sub(who, "ID", OWNER_ID)
-            xml.sub(who, "DisplayName", OWNER_ID)
+            xml.owner(node, tag)
         xml.sub(node, "StorageClass", "STANDARD")
         xml.sub(node, "Initiated", meta.iso_from_rfc3339(upload.initiated))
         if upload.checksum_algorithm:

@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 from amberio.http.s3.errors import S3Error
 
 NS: Final = "http://s3.amazonaws.com/doc/2006-03-01/"
+OWNER_ID: Final = "amberio"
 _DECLARATION: Final = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 # Characters XML 1.0 does not allow literally (plus CR, which a parser would turn into LF).
 _NOT_XML_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff]")
@@ -45,6 +46,15 @@ def sub(parent: ET.Element, tag: str, text: str | int | bool | None = None) -> E
         else:
             child.text = str(text)
     return child
+
+
+def owner(parent: ET.Element, tag: str = "Owner") -> ET.Element:
+    """An `<Owner>` (or `<Initiator>`) element: Amberio has no accounts, so every bucket,
+    object and upload reports the one owner `OWNER_ID`."""
+    who = sub(parent, tag)
+    sub(who, "ID", OWNER_ID)
+    sub(who, "DisplayName", OWNER_ID)
+    return who
 
 
 class _NotPlain(Exception):
