@@ -41,12 +41,15 @@ IO_THREADS = 32
 REQUEST_BUFFER_BYTES = 192 * 1024
 """granian's HTTP/1 read buffer per connection (its default is 408 KiB). It also sizes the
 request-body chunks the app receives: at 408 KiB each chunk was its own mmap (above the
-256 KiB threshold of tune_allocator) next to a buffer as large, and 64 concurrent 64 MiB PUTs
+256 KiB MMAP_THRESHOLD_BYTES) next to a buffer as large, and 64 concurrent 64 MiB PUTs
 peaked at ~230 MiB RSS; at 192 KiB, ~150 MiB with the same or better MB/s
 (docs/performance.md §10). Request heads are far smaller (S3 caps them near 8 KiB)."""
 SHUTDOWN_GRACE_SECONDS = 5.0
 EXTERNAL_WRITES_INTERVAL = 1.0
 _M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 256 * 1024
+"""Allocations of this size and more come from mmap (tune_allocator). Buffers allocated per
+step of a stream (READ_CHUNK, REQUEST_BUFFER_BYTES) stay below it, so they reuse heap memory."""
 GC_GEN0_THRESHOLD = 10_000
 GC_TUNE_DELAY = 1.0
 SLOT_IDLE_SECONDS = 10.0
@@ -67,7 +70,7 @@ def tune_allocator() -> None:
         return
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(name)
-        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
 def _libc() -> ctypes.CDLL | None:

@@ -56,9 +56,9 @@ READ_CHUNK = 192 * 1024
 
 Small enough to bound memory (64 concurrent 64 MiB GETs peaked at 183 MiB RSS with 256 KiB
 steps against 385 MiB with 1 MiB), and below the 256 KiB at which the server makes glibc serve
-allocations from mmap (server.tune_allocator): each step's bytes object then reuses heap memory
-instead of being mapped, page-faulted, zeroed and unmapped again, which took ~45 % of the
-server's CPU in 64 MiB GETs (docs/performance.md §7)."""
+allocations from mmap (http.server.MMAP_THRESHOLD_BYTES): each step's bytes object then
+reuses heap memory instead of being mapped, page-faulted, zeroed and unmapped again, which
+took ~45 % of the server's CPU in 64 MiB GETs (docs/performance.md §7)."""
 MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
 """Largest part a peer may send (the largest part_size a cluster may use)."""
 MAX_WRITE_ID = 200
